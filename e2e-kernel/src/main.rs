@@ -1,0 +1,66 @@
+//! A freestanding test kernel for vmx-core's enter/leave paths.
+//!
+//! GRUB loads it (multiboot2) into an emulated PC: Bochs, whose CPU models
+//! emulate VT-x, or QEMU TCG, which has none. It starts every processor,
+//! runs the scenario the command line names and reports each step on COM1,
+//! ending with one `E2E RESULT: PASS|FAIL ...` line and an exit signal
+//! (see [`exit`]). `cargo xtask e2e` builds it, boots it and checks both.
+
+#![no_std]
+#![no_main]
+
+mod acpi;
+mod boot;
+mod exit;
+mod extable;
+mod idt;
+mod lapic;
+mod multiboot2;
+mod pit;
+mod port;
+mod scenario;
+mod serial;
+mod smp;
+mod trampoline;
+
+use multiboot2::BootInfo;
+use scenario::Scenario;
+use smp::Processors;
+
+/// The BSP's entry from [`boot`], in long mode on the boot stack.
+extern "C" fn kmain(mb2_info: usize, magic: u32) -> ! {
+    serial::init();
+    println!("e2e-kernel: started");
+    if magic != boot::MULTIBOOT2_BOOTLOADER_MAGIC {
+        exit::fail(format_args!("not started by a multiboot2 loader (EAX {magic:#x})"));
+    }
+    // SAFETY: a multiboot2 loader passed this address (the magic says so);
+    // the kernel never writes the structure.
+    let info = unsafe { BootInfo::from_address(mb2_info) };
+    let command_line = info.command_line().unwrap_or_default();
+    println!("command line: {command_line}");
+    let scenario =
+        Scenario::from_command_line(command_line).unwrap_or_else(|error| exit::fail(format_args!("{error}")));
+
+    idt::init();
+    idt::load();
+    match extable::self_test() {
+        Some(6) => println!("exception path: guarded UD2 raised #UD, recovered"),
+        other => exit::fail(format_args!("exception path self-test: vector {other:?}, expected Some(6)")),
+    }
+
+    let rsdp = info
+        .rsdp()
+        .unwrap_or_else(|| exit::fail(format_args!("no ACPI RSDP in the boot information")));
+    let madt = acpi::read_madt(rsdp).unwrap_or_else(|error| exit::fail(format_args!("{error}")));
+    println!("MADT: local APIC IDs {:?}", madt.apic_ids());
+    let mut processors =
+        Processors::start(&madt, info).unwrap_or_else(|error| exit::fail(format_args!("{error}")));
+    println!("processors: {} online", processors.count());
+    scenario.run(&mut processors)
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    exit::fail(format_args!("panic: {info}"))
+}

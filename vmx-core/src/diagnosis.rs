@@ -1,0 +1,398 @@
+//! The readiness diagnosis: from the raw CPUID, MSR and control-register
+//! values of each processor to a verdict, its reason and a remedy.
+//!
+//! The diagnosis *drives* the reads through [`Observe`], in an order that
+//! never asks for an MSR the SDM says does not exist. A live observer
+//! executes them; a replay answers them from a dump; a recorder wraps a
+//! live observer and keeps what it answered. A replay therefore diagnoses
+//! exactly as the live run did.
+
+use crate::capabilities::{Capabilities, VmxCapabilities};
+use crate::cpu::{Cpu, CpuidResult};
+use crate::cpuid::{BrandString, CpuIdentity, Hypervisor, Vendor, brand_string};
+use crate::feature_control::{FeatureControl, FeatureControlState, IA32_FEATURE_CONTROL};
+use crate::fixed_bits::CR4_VMXE;
+use crate::vmx_basic::{IA32_VMX_BASIC, VmxBasic};
+
+/// The result of reading one MSR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MsrRead {
+    /// The value.
+    Value(u64),
+    /// RDMSR raised #GP.
+    Faulted,
+    /// Not read: no access (no privilege, no msr driver), or not captured.
+    Unavailable,
+}
+
+impl MsrRead {
+    /// The value, if there is one.
+    #[must_use]
+    pub const fn value(self) -> Option<u64> {
+        match self {
+            Self::Value(value) => Some(value),
+            Self::Faulted | Self::Unavailable => None,
+        }
+    }
+}
+
+/// A source of one processor's raw values.
+pub trait Observe {
+    /// CPUID, or `None` when it cannot be answered (not captured).
+    fn cpuid(&mut self, leaf: u32, subleaf: u32) -> Option<CpuidResult>;
+    /// RDMSR.
+    fn read_msr(&mut self, msr: u32) -> MsrRead;
+    /// CR0, where known (only ring 0 knows it).
+    fn cr0(&mut self) -> Option<u64>;
+    /// CR4, where known (only ring 0 knows it).
+    fn cr4(&mut self) -> Option<u64>;
+}
+
+/// Observes a processor through its [`Cpu`]: for ring-0 front ends (the
+/// driver's QUERY, the test kernel's dump).
+#[derive(Debug)]
+pub struct CpuObserver<'a, C: ?Sized>(pub &'a mut C);
+
+impl<C: Cpu + ?Sized> Observe for CpuObserver<'_, C> {
+    fn cpuid(&mut self, leaf: u32, subleaf: u32) -> Option<CpuidResult> {
+        Some(self.0.cpuid(leaf, subleaf))
+    }
+
+    fn read_msr(&mut self, msr: u32) -> MsrRead {
+        self.0
+            .read_msr(msr)
+            .map_or(MsrRead::Faulted, MsrRead::Value)
+    }
+
+    fn cr0(&mut self) -> Option<u64> {
+        Some(self.0.read_cr0())
+    }
+
+    fn cr4(&mut self) -> Option<u64> {
+        Some(self.0.read_cr4())
+    }
+}
+
+/// The verdict on one processor, or on a machine: the first, in this order,
+/// that applies. The order is that of the user-facing contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Verdict {
+    /// The vendor is not Intel.
+    NotIntel,
+    /// A hypervisor runs this processor and does not expose VMX.
+    NestedUnavailable,
+    /// Intel, no hypervisor, and the VMX bit is clear.
+    NoVmx,
+    /// IA32_FEATURE_CONTROL is locked without VMX outside SMX.
+    DisabledByFirmware,
+    /// CR4.VMXE is set: another hypervisor owns VMX.
+    InUse,
+    /// VMX is reported, but IA32_FEATURE_CONTROL could not be read.
+    Undetermined,
+    /// Everything allows VMXON.
+    Ready,
+}
+
+impl Verdict {
+    /// Every verdict, in order.
+    pub const ALL: [Self; 7] = [
+        Self::NotIntel,
+        Self::NestedUnavailable,
+        Self::NoVmx,
+        Self::DisabledByFirmware,
+        Self::InUse,
+        Self::Undetermined,
+        Self::Ready,
+    ];
+
+    /// The contract name: `ready`, `not-intel`, `nested-unavailable`,
+    /// `no-vmx`, `disabled-by-firmware`, `in-use`, `undetermined`.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::NotIntel => "not-intel",
+            Self::NestedUnavailable => "nested-unavailable",
+            Self::NoVmx => "no-vmx",
+            Self::DisabledByFirmware => "disabled-by-firmware",
+            Self::InUse => "in-use",
+            Self::Undetermined => "undetermined",
+            Self::Ready => "ready",
+        }
+    }
+
+    /// The verdict with a contract name.
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.name() == name)
+    }
+
+    /// The machine's verdict: the first in order that any processor has;
+    /// `None` for no processors.
+    pub fn overall(verdicts: impl IntoIterator<Item = Self>) -> Option<Self> {
+        verdicts.into_iter().min()
+    }
+}
+
+impl core::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What IA32_FEATURE_CONTROL looked like.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FeatureControlReading {
+    /// Read.
+    Read(FeatureControl),
+    /// RDMSR raised #GP.
+    Faulted,
+    /// Not readable here (no privilege, no msr driver, not captured).
+    Unavailable,
+    /// Not asked for: the processor does not report VMX.
+    NotRead,
+}
+
+/// Everything the diagnosis learned about one processor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ProcessorReport {
+    /// CPUID's answers; `None` when not even leaf 0 was available.
+    pub identity: Option<CpuIdentity>,
+    /// The brand string.
+    pub brand: Option<BrandString>,
+    /// IA32_FEATURE_CONTROL.
+    pub feature_control: FeatureControlReading,
+    /// The VMX capability MSRs, when VMX is reported and IA32_VMX_BASIC
+    /// could be read.
+    pub capabilities: Option<VmxCapabilities>,
+    /// CR0, where known.
+    pub cr0: Option<u64>,
+    /// CR4, where known.
+    pub cr4: Option<u64>,
+    /// The verdict.
+    pub verdict: Verdict,
+}
+
+/// Diagnoses the processor behind `source`, reading in this order: CPUID
+/// 0, 1, 0x4000_0000 (hypervisor bit set), 0x8000_0000, 0x8000_0001 (AMD
+/// and Hygon), 0x8000_0008, the brand string; then, on an Intel processor
+/// that reports VMX, IA32_FEATURE_CONTROL, IA32_VMX_BASIC and the
+/// capability MSRs that exist; then CR0 and CR4.
+pub fn diagnose<O: Observe + ?Sized>(source: &mut O) -> ProcessorReport {
+    let identity = CpuIdentity::read(|leaf, subleaf| source.cpuid(leaf, subleaf));
+    let brand = identity.and_then(|_| brand_string(|leaf, subleaf| source.cpuid(leaf, subleaf)));
+    let vmx_intel = identity.is_some_and(|i| i.vendor == Vendor::Intel && i.vmx());
+    let (feature_control, capabilities) = if vmx_intel {
+        let feature_control = match source.read_msr(IA32_FEATURE_CONTROL) {
+            MsrRead::Value(raw) => FeatureControlReading::Read(FeatureControl::from_raw(raw)),
+            MsrRead::Faulted => FeatureControlReading::Faulted,
+            MsrRead::Unavailable => FeatureControlReading::Unavailable,
+        };
+        let capabilities = source.read_msr(IA32_VMX_BASIC).value().map(|basic| {
+            VmxCapabilities::read(VmxBasic::from_raw(basic), |msr| {
+                source.read_msr(msr).value()
+            })
+        });
+        (feature_control, capabilities)
+    } else {
+        (FeatureControlReading::NotRead, None)
+    };
+    let cr0 = source.cr0();
+    let cr4 = source.cr4();
+    let verdict = verdict(identity, feature_control, cr4);
+    ProcessorReport {
+        identity,
+        brand,
+        feature_control,
+        capabilities,
+        cr0,
+        cr4,
+        verdict,
+    }
+}
+
+fn verdict(
+    identity: Option<CpuIdentity>,
+    feature_control: FeatureControlReading,
+    cr4: Option<u64>,
+) -> Verdict {
+    let Some(identity) = identity else {
+        return Verdict::Undetermined;
+    };
+    if identity.vendor != Vendor::Intel {
+        return Verdict::NotIntel;
+    }
+    if identity.features.is_none() {
+        // Leaf 1 was not captured: nothing is known about VMX.
+        return Verdict::Undetermined;
+    }
+    if !identity.vmx() {
+        return if identity.hypervisor.is_some()
+            || identity.features.is_some_and(|f| f.hypervisor_present())
+        {
+            Verdict::NestedUnavailable
+        } else {
+            Verdict::NoVmx
+        };
+    }
+    if let FeatureControlReading::Read(fc) = feature_control {
+        if matches!(
+            fc.state(),
+            FeatureControlState::DisabledByFirmware | FeatureControlState::VmxOnlyInsideSmx
+        ) {
+            return Verdict::DisabledByFirmware;
+        }
+    }
+    if cr4.is_some_and(|cr4| cr4 & CR4_VMXE != 0) {
+        return Verdict::InUse;
+    }
+    match feature_control {
+        FeatureControlReading::Read(_) => Verdict::Ready,
+        _ => Verdict::Undetermined,
+    }
+}
+
+impl ProcessorReport {
+    /// The capabilities by name (empty without VMX).
+    #[must_use]
+    pub fn capability_names(&self) -> Capabilities {
+        self.capabilities
+            .map_or(Capabilities::empty(), |c| c.names())
+    }
+
+    /// The hypervisor, if any.
+    #[must_use]
+    pub fn hypervisor(&self) -> Option<Hypervisor> {
+        self.identity.and_then(|i| i.hypervisor)
+    }
+
+    /// Why the verdict is what it is, as a sentence with the values that
+    /// decided it.
+    #[must_use]
+    pub fn reason(&self) -> Reason<'_> {
+        Reason(self)
+    }
+
+    /// What to do about it, in one line.
+    #[must_use]
+    pub fn remedy(&self) -> &'static str {
+        match self.verdict {
+            Verdict::NotIntel => {
+                if self.identity.is_some_and(|i| i.vendor.is_amd_v()) {
+                    "VT-x is Intel's: on AMD processors use AMD-V (SVM), which this project does \
+                     not drive; run on an Intel machine"
+                } else {
+                    "VT-x is Intel's: run on an Intel machine"
+                }
+            }
+            Verdict::NestedUnavailable => self
+                .hypervisor()
+                .map_or("ask the hypervisor to expose VT-x to this guest", |h| {
+                    h.nested_remedy()
+                }),
+            Verdict::NoVmx => {
+                "this processor does not report VMX: check that VT-x is offered by the model \
+                 (ark.intel.com) and enabled in firmware setup, then power-cycle"
+            }
+            Verdict::DisabledByFirmware => {
+                "enable \"Intel Virtualization Technology\" (VT-x) in firmware setup, then power \
+                 the machine off and on (a warm reboot keeps the MSR locked)"
+            }
+            Verdict::InUse => {
+                "another hypervisor owns VMX on this processor: stop it (KVM: rmmod kvm_intel; \
+                 Windows: turn off Hyper-V, VBS/memory integrity and WSL2), then try again"
+            }
+            Verdict::Undetermined => {
+                "run with the privilege to read MSRs: on Linux as root with the msr module \
+                 (`sudo modprobe msr`), on Windows with the driver loaded"
+            }
+            Verdict::Ready => {
+                if matches!(self.feature_control, FeatureControlReading::Read(fc) if fc.state() == FeatureControlState::Unlocked)
+                {
+                    "nothing to do: IA32_FEATURE_CONTROL is unlocked and will be locked with VMX \
+                     enabled on first use"
+                } else {
+                    "nothing to do"
+                }
+            }
+        }
+    }
+}
+
+/// The reason for a verdict; see [`ProcessorReport::reason`].
+#[derive(Debug, Clone, Copy)]
+pub struct Reason<'a>(&'a ProcessorReport);
+
+impl core::fmt::Display for Reason<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        use crate::cpuid::signature_text;
+        let report = self.0;
+        let Some(identity) = report.identity else {
+            return f.write_str("CPUID leaf 0 is not available");
+        };
+        match report.verdict {
+            Verdict::NotIntel => {
+                write!(
+                    f,
+                    "the vendor is {}, not GenuineIntel",
+                    signature_text(&identity.vendor.signature())
+                )?;
+                if identity.svm {
+                    f.write_str("; the processor offers AMD-V (SVM) instead")?;
+                }
+                Ok(())
+            }
+            Verdict::NestedUnavailable => match identity.hypervisor {
+                Some(h) => write!(
+                    f,
+                    "this is a guest of {} (signature \"{}\"), which does not expose VMX: CPUID.1:ECX.VMX[bit 5] = 0",
+                    h.name(),
+                    signature_text(&h.signature())
+                ),
+                None => f.write_str("the hypervisor bit is set and CPUID.1:ECX.VMX[bit 5] = 0"),
+            },
+            Verdict::NoVmx => {
+                f.write_str("CPUID.1:ECX.VMX[bit 5] = 0 and no hypervisor is present")
+            }
+            Verdict::DisabledByFirmware => match report.feature_control {
+                FeatureControlReading::Read(fc)
+                    if fc.state() == FeatureControlState::VmxOnlyInsideSmx =>
+                {
+                    write!(
+                        f,
+                        "IA32_FEATURE_CONTROL = {:#x}: locked, VMX allowed only inside SMX (TXT)",
+                        fc.raw()
+                    )
+                }
+                FeatureControlReading::Read(fc) => write!(
+                    f,
+                    "IA32_FEATURE_CONTROL = {:#x}: locked with VMX outside SMX (bit 2) clear",
+                    fc.raw()
+                ),
+                _ => f.write_str("IA32_FEATURE_CONTROL disables VMX"),
+            },
+            Verdict::InUse => write!(
+                f,
+                "CR4 = {:#x}: CR4.VMXE (bit 13) is already set",
+                report.cr4.unwrap_or(0)
+            ),
+            Verdict::Undetermined => match report.feature_control {
+                FeatureControlReading::Faulted => {
+                    f.write_str("VMX is reported, but reading IA32_FEATURE_CONTROL raised #GP")
+                }
+                _ if identity.features.is_none() => f.write_str("CPUID leaf 1 is not available"),
+                _ => {
+                    f.write_str("VMX is reported, but IA32_FEATURE_CONTROL could not be read here")
+                }
+            },
+            Verdict::Ready => match report.feature_control {
+                FeatureControlReading::Read(fc) => write!(
+                    f,
+                    "VMX is reported and IA32_FEATURE_CONTROL = {:#x} ({})",
+                    fc.raw(),
+                    fc.state().name()
+                ),
+                _ => f.write_str("VMX is reported"),
+            },
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! The one error type of vmx-core.
+
+use crate::cpu::Fault;
+use crate::cpuid::{Hypervisor, Vendor};
+use crate::fixed_bits::ControlRegister;
+use crate::instruction::VmInstructionError;
+
+/// A privileged instruction, named in errors about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Instruction {
+    /// RDMSR of the given MSR.
+    Rdmsr(u32),
+    /// WRMSR of the given MSR.
+    Wrmsr(u32),
+    /// VMXON.
+    Vmxon,
+    /// VMXOFF.
+    Vmxoff,
+}
+
+impl core::fmt::Display for Instruction {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Rdmsr(msr) => write!(f, "RDMSR {msr:#x}"),
+            Self::Wrmsr(msr) => write!(f, "WRMSR {msr:#x}"),
+            Self::Vmxon => f.write_str("VMXON"),
+            Self::Vmxoff => f.write_str("VMXOFF"),
+        }
+    }
+}
+
+/// Why entering or leaving VMX operation did not happen. Every variant
+/// carries the values that explain it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// CPUID leaf 0 does not say `GenuineIntel`: VT-x is Intel's.
+    #[error("the processor is not Intel ({vendor:?}): VT-x is Intel's{}", if vendor.is_amd_v() { "; this is an AMD-V (SVM) processor" } else { "" })]
+    NotIntel {
+        /// The vendor CPUID reports.
+        vendor: Vendor,
+    },
+    /// CPUID.1:ECX.VMX (bit 5) is clear.
+    #[error("CPUID.1:ECX.VMX[bit 5] is clear: this processor does not offer VMX{}", if hypervisor.is_some() { " (it is a guest of a hypervisor that does not expose nested VT-x)" } else { "" })]
+    VmxNotSupported {
+        /// The hypervisor this processor is a guest of, if any.
+        hypervisor: Option<Hypervisor>,
+    },
+    /// IA32_FEATURE_CONTROL is locked with VMX outside SMX disabled.
+    #[error(
+        "VT-x is disabled by firmware (IA32_FEATURE_CONTROL = {msr:#x}): enable it in firmware setup, then power-cycle"
+    )]
+    DisabledByFirmware {
+        /// IA32_FEATURE_CONTROL as read.
+        msr: u64,
+    },
+    /// IA32_FEATURE_CONTROL is locked with VMX allowed only inside SMX.
+    #[error(
+        "VT-x is allowed only inside SMX (TXT) operation (IA32_FEATURE_CONTROL = {msr:#x}): enable VT-x without TXT in firmware setup, then power-cycle"
+    )]
+    VmxOnlyInsideSmx {
+        /// IA32_FEATURE_CONTROL as read.
+        msr: u64,
+    },
+    /// Locking IA32_FEATURE_CONTROL did not leave VMX enabled.
+    #[error("IA32_FEATURE_CONTROL wrote {written:#x} but reads back {read:#x}")]
+    FeatureControlNotLocked {
+        /// The value written.
+        written: u64,
+        /// The value read back.
+        read: u64,
+    },
+    /// CR4.VMXE is already set: another hypervisor owns VMX on this
+    /// processor (Linux KVM refuses with -EBUSY likewise).
+    #[error(
+        "CR4.VMXE is already set (CR4 = {cr4:#x}): another hypervisor is using VMX on this processor"
+    )]
+    InUse {
+        /// CR4 as read.
+        cr4: u64,
+    },
+    /// A privileged instruction raised an exception.
+    #[error("{instruction} raised {fault}")]
+    Faulted {
+        /// The instruction.
+        instruction: Instruction,
+        /// The exception.
+        fault: Fault,
+    },
+    /// IA32_VMX_BASIC asks for a region larger than a page.
+    #[error("IA32_VMX_BASIC ({basic:#x}) asks for a {size}-byte VMXON region, more than 4096")]
+    RegionTooLarge {
+        /// The size from bits 44:32.
+        size: u32,
+        /// IA32_VMX_BASIC as read.
+        basic: u64,
+    },
+    /// IA32_VMX_BASIC names a memory type other than write-back.
+    #[error("IA32_VMX_BASIC ({basic:#x}) names memory type {memory_type}, not write-back (6)")]
+    UnsupportedMemoryType {
+        /// The type from bits 53:50.
+        memory_type: u8,
+        /// IA32_VMX_BASIC as read.
+        basic: u64,
+    },
+    /// The VMXON region is not 4 KiB aligned.
+    #[error("the VMXON region at {physical_address:#x} is not 4 KiB aligned")]
+    RegionMisaligned {
+        /// Its physical address.
+        physical_address: u64,
+    },
+    /// The VMXON region lies beyond the physical-address width.
+    #[error(
+        "the VMXON region at {physical_address:#x} is beyond the {width}-bit physical-address width"
+    )]
+    RegionBeyondAddressWidth {
+        /// Its physical address.
+        physical_address: u64,
+        /// The width it must fit in.
+        width: u8,
+    },
+    /// No value of the control register satisfies its fixed bits.
+    #[error(
+        "no {register} value satisfies IA32_VMX_{register}_FIXED0 = {fixed0:#x} and FIXED1 = {fixed1:#x}"
+    )]
+    FixedBitsUnsatisfiable {
+        /// The register.
+        register: ControlRegister,
+        /// FIXED0 as read.
+        fixed0: u64,
+        /// FIXED1 as read.
+        fixed1: u64,
+    },
+    /// Meeting the fixed bits would change a CR0 bit that the running
+    /// system depends on (PE or PG).
+    #[error(
+        "meeting the VMX fixed bits would change CR0 from {cr0:#x} to {adjusted:#x}, turning protection or paging off"
+    )]
+    Cr0ChangeRefused {
+        /// CR0 as read.
+        cr0: u64,
+        /// CR0 as the fixed bits would have it.
+        adjusted: u64,
+    },
+    /// VMXON or VMXOFF set CF: VMfailInvalid.
+    #[error(
+        "{instruction} failed with VMfailInvalid (invalid region pointer or revision identifier)"
+    )]
+    VmFailInvalid {
+        /// The instruction.
+        instruction: Instruction,
+    },
+    /// VMXON or VMXOFF set ZF: VMfailValid with an error number.
+    #[error("{instruction} failed with VMfailValid, {error}")]
+    VmFailValid {
+        /// The instruction.
+        instruction: Instruction,
+        /// The VM-instruction error.
+        error: VmInstructionError,
+    },
+    /// Entering on a processor that is already in VMX operation (by us).
+    #[error("this processor is already in VMX operation")]
+    AlreadyEntered,
+    /// Leaving on a processor that is not in VMX operation (by us).
+    #[error("this processor is not in VMX operation")]
+    NotEntered,
+    /// No page for a VMXON region could be allocated.
+    #[error("no memory for a VMXON region")]
+    OutOfMemory,
+    /// The platform could not run code on the processor.
+    #[error("the platform cannot run code on this processor")]
+    ProcessorUnavailable,
+    /// More processors than the caller gave state slots for.
+    #[error("{count} processors but state for only {capacity}")]
+    TooManyProcessors {
+        /// The number of processors.
+        count: usize,
+        /// The number of slots.
+        capacity: usize,
+    },
+}
+
+/// vmx-core's result type.
+pub type Result<T, E = Error> = core::result::Result<T, E>;
+
+/// An error on one processor of several.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[error("processor {processor}: {error}")]
+pub struct ProcessorError {
+    /// The processor's index.
+    pub processor: usize,
+    /// What went wrong there.
+    pub error: Error,
+}

@@ -1,0 +1,590 @@
+//! Tests of entering and leaving VMX operation: the order of the
+//! privileged steps (mockall), and rollback under a failure injected at
+//! every step on every processor (a simulated machine that follows the
+//! SDM's rules).
+
+mod diagnosis;
+mod sim;
+
+use mockall::Sequence;
+use mockall::predicate::eq;
+use std::boxed::Box;
+use std::format;
+use std::vec::Vec;
+
+use crate::cpu::{CpuidResult, Fault, MockCpu};
+use crate::error::{Error, Instruction};
+use crate::instruction::{VmInstructionError, VmxOutcome};
+use crate::operation::{Processor, ProcessorStatus};
+use crate::processors::{enter_all, leave_all};
+use sim::{GRUB_CR0, GRUB_CR4, Op, SimAllocator, SimCpu, SimMachine, SimPage, Step};
+
+fn page(physical_address: u64) -> SimPage {
+    SimPage {
+        physical_address,
+        bytes: Box::new([0xcc; 4096]),
+    }
+}
+
+fn slots(n: usize) -> Vec<Processor<SimPage>> {
+    (0..n).map(|_| Processor::new()).collect()
+}
+
+/// Expects the CPUID reads of an Intel processor with VMX, in order.
+fn expect_cpuid(cpu: &mut MockCpu, seq: &mut Sequence) {
+    let answers = [
+        (
+            0,
+            CpuidResult {
+                eax: 0x16,
+                ebx: 0x756e_6547,
+                ecx: 0x6c65_746e,
+                edx: 0x4965_6e69,
+            },
+        ),
+        (
+            1,
+            CpuidResult {
+                eax: 0x50654,
+                ebx: 0,
+                ecx: 0x77fa_f3bf,
+                edx: 0xbfeb_fbff,
+            },
+        ),
+        (
+            0x8000_0000,
+            CpuidResult {
+                eax: 0x8000_0008,
+                ..Default::default()
+            },
+        ),
+        (
+            0x8000_0008,
+            CpuidResult {
+                eax: 0x3027,
+                ..Default::default()
+            },
+        ),
+    ];
+    for (leaf, answer) in answers {
+        cpu.expect_cpuid()
+            .with(eq(leaf), eq(0))
+            .times(1)
+            .in_sequence(seq)
+            .return_const(answer);
+    }
+}
+
+fn expect_read(cpu: &mut MockCpu, seq: &mut Sequence, msr: u32, value: u64) {
+    cpu.expect_read_msr()
+        .with(eq(msr))
+        .times(1)
+        .in_sequence(seq)
+        .returning(move |_| Ok(value));
+}
+
+#[test]
+fn entering_checks_everything_before_changing_anything_then_vmxon() {
+    let mut cpu = MockCpu::new();
+    let mut seq = Sequence::new();
+    expect_cpuid(&mut cpu, &mut seq);
+    expect_read(&mut cpu, &mut seq, 0x3a, 0x5);
+    cpu.expect_read_cr4()
+        .times(1)
+        .in_sequence(&mut seq)
+        .return_const(GRUB_CR4);
+    expect_read(&mut cpu, &mut seq, 0x480, sim::BASIC);
+    expect_read(&mut cpu, &mut seq, 0x486, 0x8000_0021);
+    expect_read(&mut cpu, &mut seq, 0x487, 0xffff_ffff);
+    expect_read(&mut cpu, &mut seq, 0x488, 0x2000);
+    expect_read(&mut cpu, &mut seq, 0x489, 0x0037_27ff);
+    cpu.expect_read_cr0()
+        .times(1)
+        .in_sequence(&mut seq)
+        .return_const(GRUB_CR0);
+    cpu.expect_write_cr4()
+        .with(eq(0x2020))
+        .times(1)
+        .in_sequence(&mut seq)
+        .return_const(());
+    cpu.expect_write_cr0()
+        .with(eq(0xe000_0031))
+        .times(1)
+        .in_sequence(&mut seq)
+        .return_const(());
+    cpu.expect_vmxon()
+        .with(eq(0x20_0000))
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_| Ok(VmxOutcome::Succeed));
+    cpu.expect_write_msr().never();
+
+    let mut processor = Processor::new();
+    processor.enter(&mut cpu, page(0x20_0000)).unwrap();
+    assert_eq!(
+        processor.status(),
+        ProcessorStatus::On {
+            region: 0x20_0000,
+            revision_id: 0x2b,
+            original_cr0: GRUB_CR0,
+            original_cr4: GRUB_CR4
+        }
+    );
+
+    // Leaving: VMXOFF, then CR4 and CR0 back.
+    cpu.checkpoint();
+    let mut seq = Sequence::new();
+    cpu.expect_vmxoff()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|| Ok(VmxOutcome::Succeed));
+    cpu.expect_read_cr4()
+        .times(1)
+        .in_sequence(&mut seq)
+        .return_const(0x2020u64);
+    cpu.expect_write_cr4()
+        .with(eq(GRUB_CR4))
+        .times(1)
+        .in_sequence(&mut seq)
+        .return_const(());
+    cpu.expect_read_cr0()
+        .times(1)
+        .in_sequence(&mut seq)
+        .return_const(0xe000_0031u64);
+    cpu.expect_write_cr0()
+        .with(eq(GRUB_CR0))
+        .times(1)
+        .in_sequence(&mut seq)
+        .return_const(());
+    let region = processor.leave(&mut cpu).unwrap();
+    assert_eq!(region.physical_address, 0x20_0000);
+    assert_eq!(
+        &region.bytes[..8],
+        &[0x2b, 0, 0, 0, 0, 0, 0, 0],
+        "revision id, rest zeroed"
+    );
+    assert!(region.bytes[4..].iter().all(|&b| b == 0));
+    assert_eq!(processor.status(), ProcessorStatus::Off);
+}
+
+#[test]
+fn unlocked_feature_control_is_locked_with_vmx_enabled_after_the_checks() {
+    let mut cpu = MockCpu::new();
+    let mut seq = Sequence::new();
+    expect_cpuid(&mut cpu, &mut seq);
+    // Unlocked, with SGX and LMCE bits that must survive.
+    expect_read(&mut cpu, &mut seq, 0x3a, 0x14_0000);
+    cpu.expect_read_cr4()
+        .times(1)
+        .in_sequence(&mut seq)
+        .return_const(GRUB_CR4 | (1 << 14));
+    expect_read(&mut cpu, &mut seq, 0x480, sim::BASIC);
+    for (msr, value) in [
+        (0x486, 0x8000_0021),
+        (0x487, 0xffff_ffff),
+        (0x488, 0x2000),
+        (0x489, 0x0037_67ff),
+    ] {
+        expect_read(&mut cpu, &mut seq, msr, value);
+    }
+    cpu.expect_read_cr0()
+        .times(1)
+        .in_sequence(&mut seq)
+        .return_const(0x8000_0031u64);
+    // CR4.SMXE is set, so VMX inside SMX is enabled too; never the lock alone.
+    cpu.expect_write_msr()
+        .with(eq(0x3a), eq(0x14_0007))
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _| Ok(()));
+    expect_read(&mut cpu, &mut seq, 0x3a, 0x14_0007);
+    cpu.expect_write_cr4()
+        .with(eq(0x6020))
+        .times(1)
+        .in_sequence(&mut seq)
+        .return_const(());
+    cpu.expect_write_cr0().never();
+    cpu.expect_vmxon()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_| Ok(VmxOutcome::Succeed));
+    Processor::new().enter(&mut cpu, page(0x1000)).unwrap();
+}
+
+#[test]
+fn a_lock_that_does_not_read_back_enabled_is_an_error_and_changes_no_register() {
+    let mut cpu = SimCpu::failing(Step::LockReadback);
+    let failure = Processor::new().enter(&mut cpu, page(0x1000)).unwrap_err();
+    assert_eq!(
+        failure.error,
+        Error::FeatureControlNotLocked {
+            written: 0x5,
+            read: 0x0
+        }
+    );
+    assert_eq!((cpu.cr0, cpu.cr4), (GRUB_CR0, GRUB_CR4));
+    assert_eq!(cpu.count(Op::WriteCr4) + cpu.count(Op::WriteCr0), 0);
+}
+
+#[test]
+fn entering_twice_is_refused_without_touching_the_processor() {
+    let mut cpu = SimCpu::skylake();
+    let mut processor = Processor::new();
+    processor.enter(&mut cpu, page(0x1000)).unwrap();
+    let ops = cpu.ops.len();
+    let failure = processor.enter(&mut cpu, page(0x2000)).unwrap_err();
+    assert_eq!(failure.error, Error::AlreadyEntered);
+    assert_eq!(failure.region.physical_address, 0x2000);
+    assert_eq!(cpu.ops.len(), ops, "no instruction executed");
+    assert!(cpu.in_vmx);
+}
+
+#[test]
+fn leaving_when_not_entered_is_refused_without_vmxoff() {
+    let mut cpu = SimCpu::skylake();
+    let failure = Processor::<SimPage>::new().leave(&mut cpu).unwrap_err();
+    assert_eq!(failure.error, Error::NotEntered);
+    assert!(failure.region.is_none());
+    assert!(cpu.ops.is_empty());
+}
+
+#[test]
+fn cr4_vmxe_already_set_is_in_use_and_nothing_changes() {
+    let mut cpu = SimCpu::failing(Step::InUse);
+    let before = (cpu.cr0, cpu.cr4);
+    let failure = Processor::new().enter(&mut cpu, page(0x1000)).unwrap_err();
+    assert_eq!(
+        failure.error,
+        Error::InUse {
+            cr4: GRUB_CR4 | (1 << 13)
+        }
+    );
+    assert_eq!((cpu.cr0, cpu.cr4), before);
+    assert_eq!(cpu.count(Op::Vmxon), 0);
+}
+
+#[test]
+fn region_checks_happen_before_any_change() {
+    let mut cpu = SimCpu::skylake();
+    let failure = Processor::new().enter(&mut cpu, page(0x1008)).unwrap_err();
+    assert_eq!(
+        failure.error,
+        Error::RegionMisaligned {
+            physical_address: 0x1008
+        }
+    );
+    let failure = Processor::new().enter(&mut cpu, page(1 << 39)).unwrap_err();
+    assert_eq!(
+        failure.error,
+        Error::RegionBeyondAddressWidth {
+            physical_address: 1 << 39,
+            width: 39
+        }
+    );
+    assert_eq!(
+        cpu.count(Op::WriteCr4) + cpu.count(Op::WriteCr0) + cpu.count(Op::Vmxon),
+        0
+    );
+}
+
+#[test]
+fn leave_keeps_bits_the_system_changed_while_in_vmx_operation() {
+    let mut cpu = SimCpu::skylake();
+    let mut processor = Processor::new();
+    processor.enter(&mut cpu, page(0x1000)).unwrap();
+    // The OS toggles CR4.PGE (bit 7) to flush the TLB while VMX is on.
+    cpu.cr4 |= 1 << 7;
+    processor.leave(&mut cpu).unwrap();
+    assert_eq!(cpu.cr4, GRUB_CR4 | (1 << 7));
+    assert_eq!(cpu.cr0, GRUB_CR0);
+    assert!(cpu.violations.is_empty());
+}
+
+#[test]
+fn vmxoff_that_fails_valid_keeps_the_processor_entered() {
+    let mut cpu = MockCpu::new();
+    let mut sim = SimCpu::skylake();
+    let mut processor = Processor::new();
+    processor.enter(&mut sim, page(0x1000)).unwrap();
+    cpu.expect_vmxoff().times(1).returning(|| {
+        Ok(VmxOutcome::FailValid(
+            VmInstructionError::VmxoffUnderDualMonitor,
+        ))
+    });
+    cpu.expect_write_cr4().never();
+    let failure = processor.leave(&mut cpu).unwrap_err();
+    assert_eq!(
+        failure.error,
+        Error::VmFailValid {
+            instruction: Instruction::Vmxoff,
+            error: VmInstructionError::VmxoffUnderDualMonitor
+        }
+    );
+    assert!(failure.region.is_none());
+    assert!(processor.is_entered());
+}
+
+#[test]
+fn vmxoff_that_raises_ud_restores_registers_and_releases_the_page() {
+    let mut cpu = SimCpu::skylake();
+    let mut processor = Processor::new();
+    processor.enter(&mut cpu, page(0x1000)).unwrap();
+    cpu.in_vmx = false; // someone else left VMX operation
+    let failure = processor.leave(&mut cpu).unwrap_err();
+    assert_eq!(
+        failure.error,
+        Error::Faulted {
+            instruction: Instruction::Vmxoff,
+            fault: Fault::InvalidOpcode
+        }
+    );
+    assert_eq!(failure.region.map(|p| p.physical_address), Some(0x1000));
+    assert_eq!((cpu.cr0, cpu.cr4), (GRUB_CR0, GRUB_CR4));
+    assert!(!processor.is_entered());
+}
+
+/// The error a failure at `step` must produce.
+fn expected_error(step: Step) -> Error {
+    use crate::cpuid::Vendor;
+    let rdmsr = |msr| Error::Faulted {
+        instruction: Instruction::Rdmsr(msr),
+        fault: Fault::GeneralProtection,
+    };
+    match step {
+        Step::Vendor => Error::NotIntel {
+            vendor: Vendor::Amd,
+        },
+        Step::VmxBit => Error::VmxNotSupported { hypervisor: None },
+        Step::FeatureControlRead => rdmsr(0x3a),
+        Step::FeatureControlDisabled => Error::DisabledByFirmware { msr: 0x1 },
+        Step::InUse => Error::InUse {
+            cr4: GRUB_CR4 | (1 << 13),
+        },
+        Step::BasicRead => rdmsr(0x480),
+        Step::BasicUnusable => Error::UnsupportedMemoryType {
+            memory_type: 0,
+            basic: sim::BASIC & !(0xf << 50),
+        },
+        Step::FixedBitsRead => rdmsr(0x486),
+        Step::LockWrite => Error::Faulted {
+            instruction: Instruction::Wrmsr(0x3a),
+            fault: Fault::GeneralProtection,
+        },
+        Step::LockReadback => Error::FeatureControlNotLocked {
+            written: 0x5,
+            read: 0x0,
+        },
+        Step::VmxonFailInvalid => Error::VmFailInvalid {
+            instruction: Instruction::Vmxon,
+        },
+        Step::VmxonFailValid => Error::VmFailValid {
+            instruction: Instruction::Vmxon,
+            error: VmInstructionError::Undefined(99),
+        },
+        Step::VmxonFault => Error::Faulted {
+            instruction: Instruction::Vmxon,
+            fault: Fault::GeneralProtection,
+        },
+        Step::Allocate => Error::OutOfMemory,
+        Step::RunOn => Error::ProcessorUnavailable,
+    }
+}
+
+#[test]
+fn a_failure_at_any_step_on_any_processor_rolls_every_processor_back() {
+    let mut cases = 0;
+    for count in 1..=8 {
+        for failing in 0..count {
+            for step in Step::ALL {
+                let mut machine = SimMachine::new(count);
+                let mut allocator = SimAllocator::default();
+                match step {
+                    Step::Allocate => allocator.fail_at = Some(failing),
+                    Step::RunOn => machine.unreachable = Some(failing),
+                    _ => machine.cpus[failing] = SimCpu::failing(step),
+                }
+                let before: Vec<_> = machine.cpus.iter().map(|c| (c.cr0, c.cr4)).collect();
+                let mut state = slots(count);
+                let error = enter_all(&mut machine, &mut allocator, &mut state).unwrap_err();
+                let context = format!("{count} processors, {step:?} on {failing}");
+                assert_eq!(error.processor, failing, "{context}");
+                assert_eq!(error.error, expected_error(step), "{context}");
+                for (index, cpu) in machine.cpus.iter().enumerate() {
+                    assert!(
+                        !cpu.in_vmx,
+                        "{context}: processor {index} left in VMX operation"
+                    );
+                    assert_eq!(
+                        (cpu.cr0, cpu.cr4),
+                        before[index],
+                        "{context}: processor {index} not restored"
+                    );
+                    assert!(cpu.violations.is_empty(), "{context}: {:?}", cpu.violations);
+                    // Processors after the failing one were never touched.
+                    if index > failing {
+                        assert!(cpu.ops.is_empty(), "{context}: processor {index} touched");
+                    }
+                }
+                assert!(allocator.outstanding.is_empty(), "{context}: pages leaked");
+                assert!(state.iter().all(|s| !s.is_entered()), "{context}");
+                cases += 1;
+            }
+        }
+    }
+    assert_eq!(cases, 36 * Step::ALL.len());
+}
+
+#[test]
+fn enter_all_then_leave_all_restores_every_processor_and_frees_every_page() {
+    for count in 1..=8 {
+        let mut machine = SimMachine::new(count);
+        let mut allocator = SimAllocator::default();
+        let mut state = slots(count);
+        assert_eq!(
+            enter_all(&mut machine, &mut allocator, &mut state),
+            Ok(count)
+        );
+        assert!(
+            machine
+                .cpus
+                .iter()
+                .all(|c| c.in_vmx && c.cr0 == 0xe000_0031 && c.cr4 == 0x2020)
+        );
+        assert_eq!(allocator.outstanding.len(), count);
+        // Each processor got its own page.
+        let regions: std::collections::BTreeSet<_> = state
+            .iter()
+            .map(|s| match s.status() {
+                ProcessorStatus::On { region, .. } => region,
+                ProcessorStatus::Off => panic!("not entered"),
+            })
+            .collect();
+        assert_eq!(regions.len(), count);
+
+        let again = enter_all(&mut machine, &mut allocator, &mut state).unwrap_err();
+        assert_eq!(again.error, Error::AlreadyEntered);
+        assert_eq!(
+            allocator.outstanding.len(),
+            count,
+            "a refused second entry allocates nothing"
+        );
+
+        assert_eq!(
+            leave_all(&mut machine, &mut allocator, &mut state),
+            Ok(count)
+        );
+        for cpu in &machine.cpus {
+            assert!(!cpu.in_vmx);
+            assert_eq!((cpu.cr0, cpu.cr4), (GRUB_CR0, GRUB_CR4));
+            assert!(cpu.violations.is_empty());
+        }
+        assert!(allocator.outstanding.is_empty());
+        let none = leave_all(&mut machine, &mut allocator, &mut state).unwrap_err();
+        assert_eq!(none.error, Error::NotEntered);
+    }
+}
+
+#[test]
+fn enter_all_refuses_more_processors_than_slots() {
+    let mut machine = SimMachine::new(4);
+    let mut allocator = SimAllocator::default();
+    let error = enter_all(&mut machine, &mut allocator, &mut slots(3)).unwrap_err();
+    assert_eq!(
+        error.error,
+        Error::TooManyProcessors {
+            count: 4,
+            capacity: 3
+        }
+    );
+    assert!(machine.cpus.iter().all(|c| c.ops.is_empty()));
+    assert_eq!(allocator.allocations, 0);
+}
+
+#[test]
+fn leave_all_continues_past_a_processor_that_cannot_leave() {
+    let mut machine = SimMachine::new(3);
+    let mut allocator = SimAllocator::default();
+    let mut state = slots(3);
+    enter_all(&mut machine, &mut allocator, &mut state).unwrap();
+    machine.unreachable = Some(1);
+    let error = leave_all(&mut machine, &mut allocator, &mut state).unwrap_err();
+    assert_eq!(
+        (error.processor, error.error),
+        (1, Error::ProcessorUnavailable)
+    );
+    assert!(!machine.cpus[0].in_vmx && machine.cpus[1].in_vmx && !machine.cpus[2].in_vmx);
+    assert_eq!(allocator.outstanding.len(), 1);
+    assert!(state[1].is_entered());
+    machine.unreachable = None;
+    assert_eq!(leave_all(&mut machine, &mut allocator, &mut state), Ok(1));
+    assert!(allocator.outstanding.is_empty());
+}
+
+#[test]
+fn injected_wrong_revision_and_dropped_vmxe_reach_the_processor() {
+    use crate::inject::{Injecting, Injection};
+    let mut cpu = Injecting::new(SimCpu::skylake(), Injection::DropVmxe);
+    let failure = Processor::new().enter(&mut cpu, page(0x1000)).unwrap_err();
+    assert_eq!(
+        failure.error,
+        Error::Faulted {
+            instruction: Instruction::Vmxon,
+            fault: Fault::InvalidOpcode
+        }
+    );
+    let sim = cpu.into_inner();
+    assert_eq!((sim.cr0, sim.cr4), (GRUB_CR0, GRUB_CR4));
+
+    let mut cpu = Injecting::new(SimCpu::skylake(), Injection::WrongRevisionId);
+    let mut processor = Processor::new();
+    processor.enter(&mut cpu, page(0x1000)).unwrap();
+    let region = processor.leave(&mut cpu).unwrap();
+    assert_eq!(&region.bytes[..4], &(0x2b ^ 0x4000_0000u32).to_le_bytes());
+    for name in ["none", "wrong-revision-id", "drop-vmxe"] {
+        assert_eq!(Injection::from_name(name).unwrap().name(), name);
+    }
+}
+
+/// The figure the docs quote: privileged operations per processor to enter
+/// VMX operation on a firmware-locked processor, and to leave it.
+#[test]
+fn entering_costs_each_msr_read_once_and_each_control_register_read_once() {
+    let mut cpu = SimCpu::skylake();
+    let mut processor = Processor::new();
+    processor.enter(&mut cpu, page(0x1000)).unwrap();
+    let mut msrs: Vec<u32> = cpu
+        .ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::ReadMsr(m) => Some(*m),
+            _ => None,
+        })
+        .collect();
+    let reads = msrs.len();
+    msrs.dedup();
+    assert_eq!(msrs.len(), reads, "an MSR read twice");
+    assert_eq!(msrs, [0x3a, 0x480, 0x486, 0x487, 0x488, 0x489]);
+    assert_eq!(cpu.count(Op::ReadCr0), 1);
+    assert_eq!(cpu.count(Op::ReadCr4), 1);
+    assert!(cpu.count(Op::WriteCr0) <= 1 && cpu.count(Op::WriteCr4) == 1);
+    assert_eq!(cpu.count(Op::WriteMsr(0x3a)), 0);
+    let cpuid = cpu
+        .ops
+        .iter()
+        .filter(|op| matches!(op, Op::Cpuid(_)))
+        .count();
+    assert_eq!(cpuid, 4);
+    assert_eq!(
+        cpu.ops.len(),
+        4 + 6 + 2 + 2 + 1,
+        "4 CPUID, 6 RDMSR, 2 CR reads, 2 CR writes, VMXON"
+    );
+
+    let entered = cpu.ops.len();
+    processor.leave(&mut cpu).unwrap();
+    assert_eq!(
+        cpu.ops.len() - entered,
+        5,
+        "VMXOFF, CR4 read+write, CR0 read+write"
+    );
+}
