@@ -73,6 +73,86 @@ impl<C: Cpu + ?Sized> Observe for CpuObserver<'_, C> {
     }
 }
 
+/// One answer an [`Observe`] gave, as a [`Recorder`] reports it: the raw
+/// material of a dump.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Observation {
+    /// A CPUID answer.
+    Cpuid {
+        /// EAX in.
+        leaf: u32,
+        /// ECX in.
+        subleaf: u32,
+        /// The registers out.
+        result: CpuidResult,
+    },
+    /// An MSR that was read (`Value`) or faulted (`Faulted`). MSRs that
+    /// could not be read at all are not recorded: "not read".
+    Msr {
+        /// The MSR's address.
+        msr: u32,
+        /// What reading it gave.
+        read: MsrRead,
+    },
+    /// CR0.
+    Cr0(u64),
+    /// CR4.
+    Cr4(u64),
+}
+
+/// An [`Observe`] that passes every question to another and reports each
+/// answer to a sink: run [`diagnose`] through it to capture a dump that
+/// replays to the same diagnosis.
+#[derive(Debug)]
+pub struct Recorder<O, F> {
+    source: O,
+    sink: F,
+}
+
+impl<O: Observe, F: FnMut(Observation)> Recorder<O, F> {
+    /// Records what `source` answers into `sink`.
+    pub const fn new(source: O, sink: F) -> Self {
+        Self { source, sink }
+    }
+
+    /// The source back.
+    pub fn into_inner(self) -> O {
+        self.source
+    }
+}
+
+impl<O: Observe, F: FnMut(Observation)> Observe for Recorder<O, F> {
+    fn cpuid(&mut self, leaf: u32, subleaf: u32) -> Option<CpuidResult> {
+        let result = self.source.cpuid(leaf, subleaf)?;
+        (self.sink)(Observation::Cpuid {
+            leaf,
+            subleaf,
+            result,
+        });
+        Some(result)
+    }
+
+    fn read_msr(&mut self, msr: u32) -> MsrRead {
+        let read = self.source.read_msr(msr);
+        if read != MsrRead::Unavailable {
+            (self.sink)(Observation::Msr { msr, read });
+        }
+        read
+    }
+
+    fn cr0(&mut self) -> Option<u64> {
+        let value = self.source.cr0()?;
+        (self.sink)(Observation::Cr0(value));
+        Some(value)
+    }
+
+    fn cr4(&mut self) -> Option<u64> {
+        let value = self.source.cr4()?;
+        (self.sink)(Observation::Cr4(value));
+        Some(value)
+    }
+}
+
 /// The verdict on one processor, or on a machine: the first, in this order,
 /// that applies. The order is that of the user-facing contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
