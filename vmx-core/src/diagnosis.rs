@@ -48,6 +48,26 @@ pub trait Observe {
     fn cr4(&mut self) -> Option<u64>;
 }
 
+/// A borrowed observer observes: lets a caller keep its observer (e.g. a
+/// `&mut dyn Observe` from a platform) while a [`Recorder`] wraps it.
+impl<O: Observe + ?Sized> Observe for &mut O {
+    fn cpuid(&mut self, leaf: u32, subleaf: u32) -> Option<CpuidResult> {
+        (**self).cpuid(leaf, subleaf)
+    }
+
+    fn read_msr(&mut self, msr: u32) -> MsrRead {
+        (**self).read_msr(msr)
+    }
+
+    fn cr0(&mut self) -> Option<u64> {
+        (**self).cr0()
+    }
+
+    fn cr4(&mut self) -> Option<u64> {
+        (**self).cr4()
+    }
+}
+
 /// Observes a processor through its [`Cpu`]: for ring-0 front ends (the
 /// driver's QUERY, the test kernel's dump).
 #[derive(Debug)]
@@ -232,6 +252,21 @@ pub enum FeatureControlReading {
     NotRead,
 }
 
+impl FeatureControlReading {
+    /// A short name for display and JSON: the [`FeatureControlState`] name
+    /// when read (`enabled`, `disabled-by-firmware`, `vmx-only-inside-smx`,
+    /// `unlocked`), else `faulted`, `unavailable` or `not-read`.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Read(fc) => fc.state().name(),
+            Self::Faulted => "faulted",
+            Self::Unavailable => "unavailable",
+            Self::NotRead => "not-read",
+        }
+    }
+}
+
 /// Everything the diagnosis learned about one processor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ProcessorReport {
@@ -337,6 +372,13 @@ impl ProcessorReport {
     pub fn capability_names(&self) -> Capabilities {
         self.capabilities
             .map_or(Capabilities::empty(), |c| c.names())
+    }
+
+    /// CR4.VMXE (bit 13), where CR4 is known: set means another hypervisor
+    /// owns VMX on this processor.
+    #[must_use]
+    pub fn cr4_vmxe(&self) -> Option<bool> {
+        self.cr4.map(|cr4| cr4 & CR4_VMXE != 0)
     }
 
     /// The hypervisor, if any.
@@ -474,5 +516,73 @@ impl core::fmt::Display for Reason<'_> {
                 _ => f.write_str("VMX is reported"),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::capabilities::tests::skylake_x;
+
+    /// Bochs corei7_skylake_x as GRUB leaves it, with CR4 given.
+    struct Skylake {
+        cr4: u64,
+    }
+
+    impl Observe for Skylake {
+        fn cpuid(&mut self, leaf: u32, _: u32) -> Option<CpuidResult> {
+            let r = |eax, ebx, ecx, edx| CpuidResult { eax, ebx, ecx, edx };
+            match leaf {
+                0 => Some(r(0x16, 0x756e_6547, 0x6c65_746e, 0x4965_6e69)),
+                1 => Some(r(0x50654, 0, 0x77fa_f3bf, 0xbfeb_fbff)),
+                _ => None,
+            }
+        }
+
+        fn read_msr(&mut self, msr: u32) -> MsrRead {
+            skylake_x(msr).map_or(MsrRead::Faulted, MsrRead::Value)
+        }
+
+        fn cr0(&mut self) -> Option<u64> {
+            Some(0xe000_0011)
+        }
+
+        fn cr4(&mut self) -> Option<u64> {
+            Some(self.cr4)
+        }
+    }
+
+    #[test]
+    fn a_borrowed_observer_can_be_recorded_and_kept() {
+        let mut live = Skylake { cr4: 0x20 };
+        let mut seen = 0;
+        let report = diagnose(&mut Recorder::new(&mut live, |_| seen += 1));
+        assert_eq!(report.verdict, Verdict::Ready);
+        assert!(seen > 0);
+        // The observer is still the caller's.
+        assert_eq!(diagnose(&mut live), report);
+    }
+
+    #[test]
+    fn cr4_vmxe_is_bit_13_where_cr4_is_known() {
+        let report = diagnose(&mut Skylake { cr4: 0x20 });
+        assert_eq!(report.cr4_vmxe(), Some(false));
+        let report = diagnose(&mut Skylake { cr4: 0x2020 });
+        assert_eq!(report.cr4_vmxe(), Some(true));
+        assert_eq!(report.verdict, Verdict::InUse);
+        let unknown = ProcessorReport {
+            cr4: None,
+            ..report
+        };
+        assert_eq!(unknown.cr4_vmxe(), None);
+    }
+
+    #[test]
+    fn feature_control_reading_names() {
+        let read = FeatureControlReading::Read(FeatureControl::from_raw(0x1));
+        assert_eq!(read.name(), "disabled-by-firmware");
+        assert_eq!(FeatureControlReading::Faulted.name(), "faulted");
+        assert_eq!(FeatureControlReading::Unavailable.name(), "unavailable");
+        assert_eq!(FeatureControlReading::NotRead.name(), "not-read");
     }
 }

@@ -53,6 +53,20 @@ impl VmxBasic {
         self.0 & (1 << 49) != 0
     }
 
+    /// The name of [`memory_type`](Self::memory_type): "uncacheable" (0),
+    /// "write-back" (6) or "reserved". SDM Appendix A, "Basic VMX
+    /// Information": "The first processors to support VMX operation use the
+    /// write-back type. The values used are given in Table A-1" (0 UC, 6 WB,
+    /// every other value not used).
+    #[must_use]
+    pub const fn memory_type_name(self) -> &'static str {
+        match self.memory_type() {
+            0 => "uncacheable",
+            MEMORY_TYPE_WRITE_BACK => "write-back",
+            _ => "reserved",
+        }
+    }
+
     /// Bits 53:50: the memory type the processor uses to access the VMCS
     /// and related structures (6 = write-back).
     #[must_use]
@@ -121,6 +135,22 @@ mod tests {
         assert!(basic.ins_outs_reporting());
         assert!(basic.true_controls());
         assert!(basic.check_usable().is_ok());
+    }
+
+    #[test]
+    fn memory_type_names_follow_table_a_1() {
+        assert_eq!(
+            VmxBasic::from_raw(SKYLAKE_X).memory_type_name(),
+            "write-back"
+        );
+        assert_eq!(
+            VmxBasic::from_raw(SKYLAKE_X & !(0xf << 50)).memory_type_name(),
+            "uncacheable"
+        );
+        assert_eq!(
+            VmxBasic::from_raw((SKYLAKE_X & !(0xf << 50)) | (5 << 50)).memory_type_name(),
+            "reserved"
+        );
     }
 
     #[test]

@@ -1,1 +1,33 @@
-fn main() {}
+//! `cargo xtask <task>`: the repository's automation (matklad's xtask
+//! convention). Each task is a module; tasks spawn `$CARGO` and the tools
+//! they need.
+//!
+//! - `cargo xtask ci`: every check and test, as CI runs them (installs what
+//!   a fresh machine lacks first; `--no-setup` skips that).
+//! - `cargo xtask setup`: only the installation step.
+//! - `cargo xtask e2e [--model NAME] [--cpus N]`: the emulated end-to-end
+//!   suite.
+
+mod ci;
+mod e2e;
+mod setup;
+#[cfg(test)]
+mod tidy;
+
+use anyhow::bail;
+
+const USAGE: &str = "usage: cargo xtask <task>
+tasks:
+  ci [--no-setup]                 every check and test, as CI runs them
+  setup                           install what the checks need (apt packages, rustup targets, tools)
+  e2e [--model NAME] [--cpus N]   boot the test kernel in emulators (default: the whole matrix)";
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.split_first() {
+        Some((task, rest)) if task == "ci" => ci::run(rest),
+        Some((task, rest)) if task == "setup" && rest.is_empty() => setup::run(),
+        Some((task, rest)) if task == "e2e" => e2e::run(rest),
+        _ => bail!("{USAGE}"),
+    }
+}

@@ -1,0 +1,100 @@
+//! `cargo xtask ci`: every check and test, in the order CI runs them.
+//! Stops at the first failure and says which step failed.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+
+use crate::setup::TARGETS;
+
+/// How long each fuzz target runs in CI (the long run is in the docs).
+const FUZZ_SECONDS: &str = "20";
+
+pub fn run(args: &[String]) -> Result<()> {
+    let setup = match args {
+        [] => true,
+        [flag] if flag == "--no-setup" => false,
+        _ => bail!("usage: cargo xtask ci [--no-setup]"),
+    };
+    if setup {
+        crate::setup::run().context("installing prerequisites (skip with --no-setup)")?;
+    }
+    let root = workspace_root();
+    let started = Instant::now();
+    let cargo = || {
+        let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        command.current_dir(&root);
+        command
+    };
+
+    step("format", cargo().args(["fmt", "--all", "--", "--check"]))?;
+    step("clippy", cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    step("tests", cargo().args(["test", "--workspace"]))?;
+    step(
+        "docs",
+        cargo().args(["doc", "--workspace", "--no-deps"]).env("RUSTDOCFLAGS", "-D warnings"),
+    )?;
+    for target in TARGETS {
+        step(
+            &format!("no_std crates for {target}"),
+            cargo().args(["build", "-p", "vmx-core", "-p", "vmx-arch", "-p", "vmx-ioctl", "--target", target]),
+        )?;
+    }
+    step(
+        "vmx-arch with fault recovery for x86_64-unknown-none",
+        cargo().args(["build", "-p", "vmx-arch", "--features", "fault-recovery", "--target", "x86_64-unknown-none"]),
+    )?;
+    step(
+        "user-app for Windows",
+        cargo().args(["check", "-p", "user-app", "--target", "x86_64-pc-windows-msvc"]),
+    )?;
+    crate::e2e::run(&[]).context("step `end-to-end suite` failed")?;
+    fuzz(&root)?;
+    step("book", Command::new("mdbook").args(["build", "docs"]).current_dir(&root))?;
+    eprintln!("\nci: every step passed in {:.0?}", started.elapsed());
+    Ok(())
+}
+
+/// The fuzz targets of every cargo-fuzz crate, each for a short run.
+fn fuzz(root: &Path) -> Result<()> {
+    for dir in [root.join("fuzz"), root.join("nt-driver/fuzz")] {
+        if !dir.join("Cargo.toml").exists() {
+            continue;
+        }
+        let list = Command::new("cargo")
+            .args(["+nightly", "fuzz", "list"])
+            .current_dir(&dir)
+            .output()
+            .context("cargo fuzz list")?;
+        if !list.status.success() {
+            bail!("cargo fuzz list failed in {}", dir.display());
+        }
+        for target in String::from_utf8_lossy(&list.stdout).split_whitespace() {
+            step(
+                &format!("fuzz {target} for {FUZZ_SECONDS} s"),
+                Command::new("cargo")
+                    .args(["+nightly", "fuzz", "run", target, "--", &format!("-max_total_time={FUZZ_SECONDS}")])
+                    .env_remove("RUSTFLAGS")
+                    .current_dir(&dir),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn step(name: &str, command: &mut Command) -> Result<()> {
+    eprintln!("\n== {name}\n+ {command:?}");
+    let started = Instant::now();
+    let status = command.status().with_context(|| format!("step `{name}`: cannot run {command:?}"))?;
+    if !status.success() {
+        bail!("step `{name}` failed ({status})");
+    }
+    eprintln!("== {name}: ok in {:.1?}", started.elapsed());
+    Ok(())
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+}

@@ -1,0 +1,56 @@
+//! Repository-wide checks, run as tests (rust-analyzer's convention).
+
+use std::fs;
+use std::path::Path;
+
+use crate::ci::workspace_root;
+
+/// Every repository path the docs name in backticks (`vmx-core/src/x.rs`)
+/// or as a link target must exist.
+#[test]
+fn paths_named_in_the_docs_exist() {
+    let root = workspace_root();
+    let mut docs = vec![root.join("README.md")];
+    collect_markdown(&root.join("docs/src"), &mut docs);
+    assert!(docs.len() > 1, "docs/src has no markdown files");
+    let prefixes = [
+        "vmx-core/", "vmx-arch/", "vmx-ioctl/", "nt-driver/", "user-app/", "xtask/", "e2e-kernel/", "fuzz/",
+        "docs/", ".ci/", ".github/",
+    ];
+    let mut missing = Vec::new();
+    let mut checked = 0;
+    for doc in &docs {
+        let text = fs::read_to_string(doc).unwrap();
+        for candidate in candidates(&text) {
+            let path = candidate.split(['#', ':']).next().unwrap_or_default();
+            if !prefixes.iter().any(|p| path.starts_with(p)) {
+                continue;
+            }
+            checked += 1;
+            if !root.join(path).exists() {
+                missing.push(format!("{}: {path}", doc.strip_prefix(&root).unwrap().display()));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "paths named in the docs do not exist:\n{}", missing.join("\n"));
+    assert!(checked > 10, "only {checked} paths found: is the extraction broken?");
+}
+
+/// Backticked spans and link targets.
+fn candidates(text: &str) -> impl Iterator<Item = &str> {
+    let ticks = text.split('`').skip(1).step_by(2);
+    let links = text.split("](").skip(1).filter_map(|s| s.split(')').next());
+    ticks.chain(links).map(|s| s.trim_start_matches("../").trim_start_matches("./"))
+}
+
+fn collect_markdown(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            collect_markdown(&path, out);
+        } else if path.extension().is_some_and(|e| e == "md") {
+            out.push(path);
+        }
+    }
+}
