@@ -292,6 +292,30 @@ pub struct ProcessorReport {
 /// and Hygon), 0x8000_0008, the brand string; then, on an Intel processor
 /// that reports VMX, IA32_FEATURE_CONTROL, IA32_VMX_BASIC and the
 /// capability MSRs that exist; then CR0 and CR4.
+///
+/// ```
+/// use vmx_core::{diagnose, CpuidResult, MsrRead, Observe, Verdict};
+///
+/// /// A processor seen from user mode inside a KVM guest: CPUID only.
+/// struct Guest;
+/// impl Observe for Guest {
+///     fn cpuid(&mut self, leaf: u32, _: u32) -> Option<CpuidResult> {
+///         Some(match leaf {
+///             0 => CpuidResult { eax: 0xd, ebx: 0x756e_6547, ecx: 0x6c65_746e, edx: 0x4965_6e69 },
+///             1 => CpuidResult { ecx: 1 << 31, ..Default::default() }, // hypervisor, no VMX
+///             0x4000_0000 => CpuidResult { eax: 0x4000_0001, ebx: 0x4b4d_564b, ecx: 0x564b_4d56, edx: 0x4d },
+///             _ => return None,
+///         })
+///     }
+///     fn read_msr(&mut self, _: u32) -> MsrRead { MsrRead::Unavailable }
+///     fn cr0(&mut self) -> Option<u64> { None }
+///     fn cr4(&mut self) -> Option<u64> { None }
+/// }
+///
+/// let report = diagnose(&mut Guest);
+/// assert_eq!(report.verdict, Verdict::NestedUnavailable);
+/// assert!(report.remedy().contains("nested=1"));
+/// ```
 pub fn diagnose<O: Observe + ?Sized>(source: &mut O) -> ProcessorReport {
     let identity = CpuIdentity::read(|leaf, subleaf| source.cpuid(leaf, subleaf));
     let brand = identity.and_then(|_| brand_string(|leaf, subleaf| source.cpuid(leaf, subleaf)));
