@@ -70,3 +70,15 @@ fn entries() -> &'static [Entry] {
 fn entries() -> &'static [Entry] {
     &[]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_that_is_not_guarded_is_left_alone() {
+        let (mut rip, mut r11) = (0x1234, NO_FAULT);
+        assert!(!recover(&mut rip, &mut r11, 13));
+        assert_eq!((rip, r11), (0x1234, NO_FAULT));
+    }
+}
