@@ -133,6 +133,25 @@ impl Vendor {
     }
 }
 
+impl core::fmt::Display for Vendor {
+    /// The signature, e.g. `GenuineIntel`.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(signature_text(&self.signature()).as_str())
+    }
+}
+
+impl core::fmt::Display for Hypervisor {
+    /// The name and signature, e.g. `Linux KVM ("KVMKVMKVM")`.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "{} (\"{}\")",
+            self.name(),
+            signature_text(&self.signature())
+        )
+    }
+}
+
 /// A hypervisor, from the signature in leaf 0x4000_0000 (EBX, ECX, EDX).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Hypervisor {
@@ -417,6 +436,11 @@ mod tests {
         let swapped = regs(0xd, 0x756e_6547, 0x4965_6e69, 0x6c65_746e);
         assert_ne!(Vendor::from_leaf0(swapped), Vendor::Intel);
         assert_eq!(Vendor::from_leaf0(swapped).signature(), *b"GenuntelineI");
+        assert_eq!(std::format!("{}", Vendor::Amd), "AuthenticAMD");
+        assert_eq!(
+            std::format!("{}", Hypervisor::Kvm),
+            "Linux KVM (\"KVMKVMKVM\")"
+        );
     }
 
     #[test]

@@ -35,13 +35,13 @@ impl core::fmt::Display for Instruction {
 #[non_exhaustive]
 pub enum Error {
     /// CPUID leaf 0 does not say `GenuineIntel`: VT-x is Intel's.
-    #[error("the processor is not Intel ({vendor:?}): VT-x is Intel's{}", if vendor.is_amd_v() { "; this is an AMD-V (SVM) processor" } else { "" })]
+    #[error("the processor is not Intel ({vendor}): VT-x is Intel's{}", if vendor.is_amd_v() { "; this is an AMD-V (SVM) processor" } else { "" })]
     NotIntel {
         /// The vendor CPUID reports.
         vendor: Vendor,
     },
     /// CPUID.1:ECX.VMX (bit 5) is clear.
-    #[error("CPUID.1:ECX.VMX[bit 5] is clear: this processor does not offer VMX{}", if hypervisor.is_some() { " (it is a guest of a hypervisor that does not expose nested VT-x)" } else { "" })]
+    #[error("CPUID.1:ECX.VMX[bit 5] is clear: this processor does not offer VMX{}", match hypervisor { Some(_) => " (it is a guest of a hypervisor that does not expose nested VT-x)", None => "" })]
     VmxNotSupported {
         /// The hypervisor this processor is a guest of, if any.
         hypervisor: Option<Hypervisor>,

@@ -30,29 +30,70 @@ pub fn run(args: &[String]) -> Result<()> {
     };
 
     step("format", cargo().args(["fmt", "--all", "--", "--check"]))?;
-    step("clippy", cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))?;
+    step(
+        "clippy",
+        cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
     step("tests", cargo().args(["test", "--workspace"]))?;
     step(
         "docs",
-        cargo().args(["doc", "--workspace", "--no-deps"]).env("RUSTDOCFLAGS", "-D warnings"),
+        cargo()
+            .args(["doc", "--workspace", "--no-deps"])
+            .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
     for target in TARGETS {
         step(
             &format!("no_std crates for {target}"),
-            cargo().args(["build", "-p", "vmx-core", "-p", "vmx-arch", "-p", "vmx-ioctl", "--target", target]),
+            cargo().args([
+                "build",
+                "-p",
+                "vmx-core",
+                "-p",
+                "vmx-arch",
+                "-p",
+                "vmx-ioctl",
+                "--target",
+                target,
+            ]),
         )?;
     }
     step(
         "vmx-arch with fault recovery for x86_64-unknown-none",
-        cargo().args(["build", "-p", "vmx-arch", "--features", "fault-recovery", "--target", "x86_64-unknown-none"]),
+        cargo().args([
+            "build",
+            "-p",
+            "vmx-arch",
+            "--features",
+            "fault-recovery",
+            "--target",
+            "x86_64-unknown-none",
+        ]),
     )?;
     step(
         "user-app for Windows",
-        cargo().args(["check", "-p", "user-app", "--target", "x86_64-pc-windows-msvc"]),
+        cargo().args([
+            "check",
+            "-p",
+            "user-app",
+            "--target",
+            "x86_64-pc-windows-msvc",
+        ]),
     )?;
     crate::e2e::run(&[]).context("step `end-to-end suite` failed")?;
     fuzz(&root)?;
-    step("book", Command::new("mdbook").args(["build", "docs"]).current_dir(&root))?;
+    step(
+        "book",
+        Command::new("mdbook")
+            .args(["build", "docs"])
+            .current_dir(&root),
+    )?;
     eprintln!("\nci: every step passed in {:.0?}", started.elapsed());
     Ok(())
 }
@@ -75,7 +116,14 @@ fn fuzz(root: &Path) -> Result<()> {
             step(
                 &format!("fuzz {target} for {FUZZ_SECONDS} s"),
                 Command::new("cargo")
-                    .args(["+nightly", "fuzz", "run", target, "--", &format!("-max_total_time={FUZZ_SECONDS}")])
+                    .args([
+                        "+nightly",
+                        "fuzz",
+                        "run",
+                        target,
+                        "--",
+                        &format!("-max_total_time={FUZZ_SECONDS}"),
+                    ])
                     .env_remove("RUSTFLAGS")
                     .current_dir(&dir),
             )?;
@@ -87,7 +135,9 @@ fn fuzz(root: &Path) -> Result<()> {
 fn step(name: &str, command: &mut Command) -> Result<()> {
     eprintln!("\n== {name}\n+ {command:?}");
     let started = Instant::now();
-    let status = command.status().with_context(|| format!("step `{name}`: cannot run {command:?}"))?;
+    let status = command
+        .status()
+        .with_context(|| format!("step `{name}`: cannot run {command:?}"))?;
     if !status.success() {
         bail!("step `{name}` failed ({status})");
     }
@@ -96,5 +146,8 @@ fn step(name: &str, command: &mut Command) -> Result<()> {
 }
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
 }

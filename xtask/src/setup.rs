@@ -28,7 +28,11 @@ pub const TARGETS: &[&str] = &["x86_64-unknown-none", "x86_64-pc-windows-msvc"];
 const CARGO_TOOLS: &[(&str, &str, &[&str])] = &[
     ("cargo-fuzz", "cargo-fuzz", &[]),
     // The book needs only the renderer: no server, no file watcher.
-    ("mdbook", "mdbook", &["--no-default-features", "--features", "search"]),
+    (
+        "mdbook",
+        "mdbook",
+        &["--no-default-features", "--features", "search"],
+    ),
 ];
 
 pub fn run() -> Result<()> {
@@ -46,7 +50,9 @@ fn has(program: &str) -> bool {
 
 fn status(command: &mut Command) -> Result<()> {
     eprintln!("+ {command:?}");
-    let status = command.status().with_context(|| format!("cannot run {command:?}"))?;
+    let status = command
+        .status()
+        .with_context(|| format!("cannot run {command:?}"))?;
     if !status.success() {
         bail!("{command:?} failed with {status}");
     }
@@ -68,7 +74,10 @@ fn apt() -> Result<()> {
         return Ok(());
     }
     if !has("apt-get") {
-        bail!("install these packages (no apt-get here): {}", missing.join(" "));
+        bail!(
+            "install these packages (no apt-get here): {}",
+            missing.join(" ")
+        );
     }
     status(Command::new("apt-get").arg("update").arg("-qq"))?;
     status(
@@ -80,15 +89,36 @@ fn apt() -> Result<()> {
 }
 
 fn rustup() -> Result<()> {
-    let installed = Command::new("rustup").args(["target", "list", "--installed"]).output()?;
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .output()?;
     let installed = String::from_utf8_lossy(&installed.stdout).into_owned();
-    let missing: Vec<&str> = TARGETS.iter().copied().filter(|t| !installed.lines().any(|l| l == *t)).collect();
+    let missing: Vec<&str> = TARGETS
+        .iter()
+        .copied()
+        .filter(|t| !installed.lines().any(|l| l == *t))
+        .collect();
     if !missing.is_empty() {
-        status(Command::new("rustup").args(["target", "add"]).args(&missing))?;
+        status(
+            Command::new("rustup")
+                .args(["target", "add"])
+                .args(&missing),
+        )?;
     }
-    let toolchains = Command::new("rustup").args(["toolchain", "list"]).output()?;
-    if !String::from_utf8_lossy(&toolchains.stdout).lines().any(|l| l.starts_with("nightly")) {
-        status(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
+    let toolchains = Command::new("rustup")
+        .args(["toolchain", "list"])
+        .output()?;
+    if !String::from_utf8_lossy(&toolchains.stdout)
+        .lines()
+        .any(|l| l.starts_with("nightly"))
+    {
+        status(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+        ]))?;
     }
     Ok(())
 }
@@ -97,7 +127,11 @@ fn cargo_tools() -> Result<()> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     for (binary, krate, extra) in CARGO_TOOLS {
         if !has(binary) {
-            status(Command::new(&cargo).args(["install", "--locked", krate]).args(*extra))?;
+            status(
+                Command::new(&cargo)
+                    .args(["install", "--locked", krate])
+                    .args(*extra),
+            )?;
         }
     }
     Ok(())

@@ -14,8 +14,17 @@ fn paths_named_in_the_docs_exist() {
     collect_markdown(&root.join("docs/src"), &mut docs);
     assert!(docs.len() > 1, "docs/src has no markdown files");
     let prefixes = [
-        "vmx-core/", "vmx-arch/", "vmx-ioctl/", "nt-driver/", "user-app/", "xtask/", "e2e-kernel/", "fuzz/",
-        "docs/", ".ci/", ".github/",
+        "vmx-core/",
+        "vmx-arch/",
+        "vmx-ioctl/",
+        "nt-driver/",
+        "user-app/",
+        "xtask/",
+        "e2e-kernel/",
+        "fuzz/",
+        "docs/",
+        ".ci/",
+        ".github/",
     ];
     let mut missing = Vec::new();
     let mut checked = 0;
@@ -28,23 +37,37 @@ fn paths_named_in_the_docs_exist() {
             }
             checked += 1;
             if !root.join(path).exists() {
-                missing.push(format!("{}: {path}", doc.strip_prefix(&root).unwrap().display()));
+                missing.push(format!(
+                    "{}: {path}",
+                    doc.strip_prefix(&root).unwrap().display()
+                ));
             }
         }
     }
-    assert!(missing.is_empty(), "paths named in the docs do not exist:\n{}", missing.join("\n"));
-    assert!(checked > 10, "only {checked} paths found: is the extraction broken?");
+    assert!(
+        missing.is_empty(),
+        "paths named in the docs do not exist:\n{}",
+        missing.join("\n")
+    );
+    assert!(
+        checked > 10,
+        "only {checked} paths found: is the extraction broken?"
+    );
 }
 
 /// Backticked spans and link targets.
 fn candidates(text: &str) -> impl Iterator<Item = &str> {
     let ticks = text.split('`').skip(1).step_by(2);
     let links = text.split("](").skip(1).filter_map(|s| s.split(')').next());
-    ticks.chain(links).map(|s| s.trim_start_matches("../").trim_start_matches("./"))
+    ticks
+        .chain(links)
+        .map(|s| s.trim_start_matches("../").trim_start_matches("./"))
 }
 
 fn collect_markdown(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
-    let Ok(entries) = fs::read_dir(dir) else { return };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
         if path.is_dir() {
