@@ -103,7 +103,8 @@ unsafe fn table_at(address: u64) -> Result<&'static [u8], AcpiError> {
 /// Finds the MADT from the loader's copy of the RSDP and lists the usable
 /// processors.
 pub fn read_madt(rsdp: &[u8]) -> Result<Madt, AcpiError> {
-    if rsdp.get(..8) != Some(b"RSD PTR ".as_slice()) || !checksum_ok(rsdp.get(..20).unwrap_or(rsdp)) {
+    if rsdp.get(..8) != Some(b"RSD PTR ".as_slice()) || !checksum_ok(rsdp.get(..20).unwrap_or(rsdp))
+    {
         return Err(AcpiError::BadRsdp);
     }
     let revision = rsdp.get(15).copied().unwrap_or(0);

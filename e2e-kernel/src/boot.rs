@@ -6,11 +6,11 @@
 //! multiboot2 magic and EBX = the physical address of the boot information
 //! (multiboot2 specification, "I386 machine state"). The entry code maps the
 //! first 4 GiB 1:1 with 2 MiB pages (enough for the kernel, the ACPI tables
-//! and the local APIC at 0xFEE0_0000), enables long mode (CR4.PAE, EFER.LME,
+//! and the local APIC at `0xFEE0_0000`), enables long mode (CR4.PAE, EFER.LME,
 //! CR0.PG) and calls [`kmain`](crate::kmain).
 //!
 //! CR0 is changed in PG only: GRUB leaves CR0.NE clear, and the tests want to
-//! see vmx-core bring CR0 within IA32_VMX_CR0_FIXED0 (which has NE) itself.
+//! see vmx-core bring CR0 within `IA32_VMX_CR0_FIXED0` (which has NE) itself.
 
 use core::arch::global_asm;
 

@@ -62,7 +62,9 @@ fn finish(passed: bool, text: fmt::Arguments<'_>) -> ! {
         bochs_magic_breakpoint();
     } else {
         QEMU_EXIT.write(QEMU_FAIL);
-        b"Shutdown".iter().for_each(|&byte| BOCHS_SHUTDOWN.write(byte));
+        b"Shutdown"
+            .iter()
+            .for_each(|&byte| BOCHS_SHUTDOWN.write(byte));
     }
     halt_forever()
 }

@@ -5,8 +5,8 @@
 //! then the vector number, and jumps to a common path that saves every
 //! general-purpose register into an [`ExceptionFrame`] and calls
 //! [`exception_dispatch`]. A fault at an instruction listed in the
-//! fault-recovery table resumes at the instruction's fixup with R11 = the
-//! vector number; any other exception fails the run.
+//! fault-recovery table (`vmx_arch::extable`) resumes at the instruction's
+//! fixup with R11 = the vector number; any other exception fails the run.
 //!
 //! No TSS: exceptions at CPL 0 without an IST index stay on the current
 //! stack, and interrupts stay disabled throughout.
@@ -149,7 +149,8 @@ unsafe extern "C" {
 
 /// The IDT: two quadwords per 16-byte gate descriptor. Atomics because the BSP
 /// writes it once and every processor reads it (through LIDT).
-static IDT: [AtomicU64; 2 * EXCEPTION_VECTORS] = [const { AtomicU64::new(0) }; 2 * EXCEPTION_VECTORS];
+static IDT: [AtomicU64; 2 * EXCEPTION_VECTORS] =
+    [const { AtomicU64::new(0) }; 2 * EXCEPTION_VECTORS];
 
 /// Gate type: present, DPL 0, 64-bit interrupt gate (IF cleared on entry).
 const INTERRUPT_GATE: u64 = 0x8E;
@@ -184,7 +185,7 @@ pub fn load() {
     // SAFETY: the IDT is a static with a gate for each exception vector
     // pointing at the stubs above (`init` ran on the BSP before any `load`).
     unsafe {
-        asm!("lidt [{}]", in(reg) &pointer, options(readonly, nostack, preserves_flags));
+        asm!("lidt [{}]", in(reg) &raw const pointer, options(readonly, nostack, preserves_flags));
     }
 }
 
@@ -200,9 +201,9 @@ fn read_cr2() -> u64 {
 
 /// Called by the common stub with the interrupted state.
 extern "C" fn exception_dispatch(frame: &mut ExceptionFrame) {
-    if let Some(fixup) = crate::extable::fixup(frame.rip) {
-        frame.rip = fixup;
-        frame.r11 = frame.vector;
+    // The stubs push vectors 0..32 only.
+    let vector = u8::try_from(frame.vector).unwrap_or(u8::MAX);
+    if vmx_arch::extable::recover(&mut frame.rip, &mut frame.r11, vector) {
         return;
     }
     crate::exit::fail(format_args!(

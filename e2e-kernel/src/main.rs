@@ -12,11 +12,13 @@
 mod acpi;
 mod boot;
 mod exit;
-mod extable;
+mod fault_recovery;
 mod idt;
 mod lapic;
 mod multiboot2;
+mod pages;
 mod pit;
+mod platform;
 mod port;
 mod scenario;
 mod serial;
@@ -32,21 +34,25 @@ extern "C" fn kmain(mb2_info: usize, magic: u32) -> ! {
     serial::init();
     println!("e2e-kernel: started");
     if magic != boot::MULTIBOOT2_BOOTLOADER_MAGIC {
-        exit::fail(format_args!("not started by a multiboot2 loader (EAX {magic:#x})"));
+        exit::fail(format_args!(
+            "not started by a multiboot2 loader (EAX {magic:#x})"
+        ));
     }
     // SAFETY: a multiboot2 loader passed this address (the magic says so);
     // the kernel never writes the structure.
     let info = unsafe { BootInfo::from_address(mb2_info) };
     let command_line = info.command_line().unwrap_or_default();
     println!("command line: {command_line}");
-    let scenario =
-        Scenario::from_command_line(command_line).unwrap_or_else(|error| exit::fail(format_args!("{error}")));
+    let scenario = Scenario::from_command_line(command_line)
+        .unwrap_or_else(|error| exit::fail(format_args!("{error}")));
 
     idt::init();
     idt::load();
-    match extable::self_test() {
+    match fault_recovery::self_test() {
         Some(6) => println!("exception path: guarded UD2 raised #UD, recovered"),
-        other => exit::fail(format_args!("exception path self-test: vector {other:?}, expected Some(6)")),
+        other => exit::fail(format_args!(
+            "exception path self-test: vector {other:?}, expected Some(6)"
+        )),
     }
 
     let rsdp = info
@@ -57,7 +63,28 @@ extern "C" fn kmain(mb2_info: usize, magic: u32) -> ! {
     let mut processors =
         Processors::start(&madt, info).unwrap_or_else(|error| exit::fail(format_args!("{error}")));
     println!("processors: {} online", processors.count());
+    check_processors(&mut processors);
     scenario.run(&mut processors)
+}
+
+/// Checks that work sent to each processor runs there: the local APIC ID it
+/// sees is the one the MADT gives for that processor.
+fn check_processors(processors: &mut Processors) {
+    let lapic = processors.lapic();
+    for index in 0..processors.count() {
+        let expected = processors.apic_id(index);
+        let mut seen = None;
+        if processors
+            .run_on(index, &mut || seen = Some(lapic.id()))
+            .is_err()
+            || seen != expected
+        {
+            exit::fail(format_args!(
+                "work for processor {index} (APIC ID {expected:?}) ran on APIC ID {seen:?}"
+            ));
+        }
+    }
+    println!("run_on reaches every processor");
 }
 
 #[panic_handler]

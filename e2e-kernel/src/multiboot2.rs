@@ -39,7 +39,7 @@ impl BootInfo<'static> {
     pub unsafe fn from_address(address: usize) -> Self {
         let start = address as *const u8;
         // SAFETY: the caller's contract; the first field is the total size.
-        let total_size = unsafe { start.cast::<u32>().read() };
+        let total_size = unsafe { start.cast::<u32>().read_unaligned() };
         // SAFETY: the loader's structure spans `total_size` bytes.
         let bytes = unsafe { core::slice::from_raw_parts(start, total_size as usize) };
         Self { bytes }

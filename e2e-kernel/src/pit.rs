@@ -32,9 +32,9 @@ const CHANNEL2_MODE0: u8 = 0b1011_0000;
 pub fn sleep_us(micros: u64) {
     let mut ticks = (micros * PIT_HZ).div_ceil(1_000_000);
     while ticks > 0 {
-        let chunk = ticks.min(u64::from(u16::MAX));
-        count_down(chunk as u16);
-        ticks -= chunk;
+        let chunk = u16::try_from(ticks).unwrap_or(u16::MAX);
+        count_down(chunk);
+        ticks -= u64::from(chunk);
     }
 }
 

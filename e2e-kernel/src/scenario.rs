@@ -1,66 +1,363 @@
-//! The test scenarios, chosen on the kernel command line (`scenario=NAME`).
+//! The test scenarios, chosen on the kernel command line:
+//! `scenario=NAME [expect=VERDICT]`.
+//!
+//! Every scenario records CR0 and CR4 of every processor first, diagnoses
+//! every processor (vmx-core's verdict), drives vmx-core's `enter_all` /
+//! `leave_all` as the scenario says, records CR0 and CR4 again and requires
+//! them equal to the first record, every page returned and no processor
+//! left in VMX operation. The summary names how many processors entered
+//! and left (VMXON and VMXOFF that succeeded).
 
 use core::fmt;
 
-use crate::smp::Processors;
+use vmx_core::inject::Injection;
+use vmx_core::{
+    CpuObserver, Error, Fault, Instruction, Processor, ProcessorError, Processors, Verdict,
+    diagnose,
+};
+
+use crate::pages::{PagePool, PoolPage};
+use crate::platform::VmxProcessors;
+use crate::smp::{self, MAX_PROCESSORS};
 use crate::{exit, println};
+
+/// Ends the run with FAIL, formatted like `format_args!`.
+macro_rules! fail {
+    ($($arg:tt)*) => {
+        exit::fail(format_args!($($arg)*))
+    };
+}
 
 /// A test scenario.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scenario {
-    /// Boot every processor and check that `run_on` reaches the right one.
-    Boot,
+    /// Enter and leave VMX operation on every processor when the diagnosis
+    /// is `ready`; otherwise require the expected verdict and that entering
+    /// is refused, without a fault.
+    EnterLeave {
+        /// The diagnosis the machine must give (`expect=`, default `ready`).
+        expect: Verdict,
+    },
+    /// The last processor's VMXON region carries a wrong revision
+    /// identifier: VMXON fails with `VMfailInvalid` there and every
+    /// processor that entered leaves again.
+    WrongRevisionId,
+    /// The last processor executes VMXON with CR4.VMXE clear: #UD, caught
+    /// and reported; every processor that entered leaves again.
+    DropVmxe,
+    /// Entering a second time is refused, without a fault.
+    EnterTwice,
+    /// Leaving without having entered is refused, without a fault.
+    LeaveWithoutEnter,
 }
 
-/// The command line names no known scenario.
+/// The command line names no known scenario or verdict.
 #[derive(Debug, Clone, Copy)]
-pub struct UnknownScenario<'a>(&'a str);
+pub struct BadCommandLine<'a>(&'a str);
 
-impl fmt::Display for UnknownScenario<'_> {
+impl fmt::Display for BadCommandLine<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "unknown scenario {:?} (expected scenario=boot)", self.0)
+        write!(
+            f,
+            "bad command line {:?}: expected scenario=enter-leave [expect=VERDICT], \
+             scenario=fault-wrong-revision-id, scenario=fault-drop-vmxe, \
+             scenario=fault-enter-twice or scenario=fault-leave-without-enter",
+            self.0
+        )
     }
 }
 
 impl Scenario {
-    /// The scenario a command line such as `scenario=boot` selects.
+    /// The scenario a command line selects.
     ///
     /// # Errors
-    /// [`UnknownScenario`] when there is no `scenario=` word or it names no
-    /// scenario.
-    pub fn from_command_line(command_line: &str) -> Result<Self, UnknownScenario<'_>> {
-        let name = command_line
-            .split_ascii_whitespace()
-            .find_map(|word| word.strip_prefix("scenario="))
-            .unwrap_or("");
-        match name {
-            "boot" => Ok(Self::Boot),
-            other => Err(UnknownScenario(other)),
+    /// [`BadCommandLine`] for a missing or unknown scenario or verdict.
+    pub fn from_command_line(command_line: &str) -> Result<Self, BadCommandLine<'_>> {
+        let value = |key: &str| {
+            command_line
+                .split_ascii_whitespace()
+                .find_map(|word| word.strip_prefix(key)?.strip_prefix('='))
+        };
+        let bad = BadCommandLine(command_line);
+        let expect = match value("expect") {
+            None => Verdict::Ready,
+            Some(name) => Verdict::from_name(name).ok_or(bad)?,
+        };
+        match value("scenario").ok_or(bad)? {
+            "enter-leave" => Ok(Self::EnterLeave { expect }),
+            "fault-wrong-revision-id" => Ok(Self::WrongRevisionId),
+            "fault-drop-vmxe" => Ok(Self::DropVmxe),
+            "fault-enter-twice" => Ok(Self::EnterTwice),
+            "fault-leave-without-enter" => Ok(Self::LeaveWithoutEnter),
+            _ => Err(bad),
         }
     }
 
-    /// Runs the scenario and ends the run with its result.
-    pub fn run(self, processors: &mut Processors) -> ! {
+    /// Runs the scenario on `processors` and ends the run with its result.
+    pub fn run(self, processors: &mut smp::Processors) -> ! {
+        let pool = PagePool::take().unwrap_or_else(|| fail!("the page pool was taken twice"));
+        let mut test = Test {
+            platform: VmxProcessors::new(processors),
+            pool,
+            slots: [const { Processor::new() }; MAX_PROCESSORS],
+        };
+        let before = test.registers("before");
+        let verdict = test.diagnose();
+        if !matches!(self, Self::EnterLeave { .. }) && verdict != Verdict::Ready {
+            fail!(
+                "{} needs a VT-x processor; the diagnosis is {verdict}",
+                self.name()
+            );
+        }
         match self {
-            Self::Boot => boot(processors),
+            Self::EnterLeave { expect } => test.enter_leave(verdict, expect),
+            Self::WrongRevisionId => test.injected_failure(
+                Injection::WrongRevisionId,
+                Error::VmFailInvalid {
+                    instruction: Instruction::Vmxon,
+                },
+            ),
+            Self::DropVmxe => test.injected_failure(
+                Injection::DropVmxe,
+                Error::Faulted {
+                    instruction: Instruction::Vmxon,
+                    fault: Fault::InvalidOpcode,
+                },
+            ),
+            Self::EnterTwice => test.enter_twice(),
+            Self::LeaveWithoutEnter => test.leave_without_enter(),
+        }
+        test.finish(&before, self.name())
+    }
+
+    /// The name on the command line.
+    fn name(self) -> &'static str {
+        match self {
+            Self::EnterLeave { .. } => "enter-leave",
+            Self::WrongRevisionId => "fault-wrong-revision-id",
+            Self::DropVmxe => "fault-drop-vmxe",
+            Self::EnterTwice => "fault-enter-twice",
+            Self::LeaveWithoutEnter => "fault-leave-without-enter",
         }
     }
 }
 
-/// Runs a small piece of work on every processor and checks that each ran
-/// where it was sent.
-fn boot(processors: &mut Processors) -> ! {
-    let lapic = processors.lapic();
-    for index in 0..processors.count() {
-        let expected = processors.apic_id(index).unwrap_or_default();
-        let mut seen = None;
-        if processors.run_on(index, &mut || seen = Some(lapic.id())).is_err() {
-            exit::fail(format_args!("processor {index} unavailable"));
+/// CR0 and CR4 of every processor at one step.
+#[derive(Debug, Clone, Copy)]
+struct Registers {
+    cr0: [u64; MAX_PROCESSORS],
+    cr4: [u64; MAX_PROCESSORS],
+}
+
+/// A scenario's state: the platform, the page pool and vmx-core's
+/// per-processor state.
+struct Test<'a> {
+    platform: VmxProcessors<'a>,
+    pool: PagePool,
+    slots: [Processor<PoolPage>; MAX_PROCESSORS],
+}
+
+impl Test<'_> {
+    fn count(&self) -> usize {
+        self.platform.count()
+    }
+
+    fn enter_all(&mut self) -> Result<usize, ProcessorError> {
+        let count = self.count();
+        vmx_core::enter_all(&mut self.platform, &mut self.pool, &mut self.slots[..count])
+    }
+
+    fn leave_all(&mut self) -> Result<usize, ProcessorError> {
+        let count = self.count();
+        vmx_core::leave_all(&mut self.platform, &mut self.pool, &mut self.slots[..count])
+    }
+
+    /// Reads and prints CR0 and CR4 on every processor.
+    fn registers(&mut self, step: &str) -> Registers {
+        let mut registers = Registers {
+            cr0: [0; MAX_PROCESSORS],
+            cr4: [0; MAX_PROCESSORS],
+        };
+        for index in 0..self.count() {
+            let ran = self.platform.run_on(index, &mut |cpu| {
+                registers.cr0[index] = vmx_core::Cpu::read_cr0(cpu);
+                registers.cr4[index] = vmx_core::Cpu::read_cr4(cpu);
+            });
+            if ran.is_err() {
+                fail!("processor {index} is unavailable");
+            }
+            println!(
+                "processor {index} {step}: CR0={:#x} CR4={:#x}",
+                registers.cr0[index], registers.cr4[index]
+            );
         }
-        println!("processor {index}: APIC ID {seen:?}, expected {expected}");
-        if seen != Some(expected) {
-            exit::fail(format_args!("work for processor {index} ran on APIC ID {seen:?}"));
+        registers
+    }
+
+    /// Diagnoses and prints every processor; returns the machine's verdict.
+    fn diagnose(&mut self) -> Verdict {
+        let mut overall = Verdict::Ready;
+        for index in 0..self.count() {
+            let mut verdict = None;
+            let ran = self.platform.run_on(index, &mut |cpu| {
+                let report = diagnose(&mut CpuObserver(cpu));
+                println!(
+                    "processor {index} diagnosis: {} ({})",
+                    report.verdict,
+                    report.reason()
+                );
+                verdict = Some(report.verdict);
+            });
+            match (ran, verdict) {
+                (Ok(()), Some(verdict)) => overall = overall.min(verdict),
+                _ => fail!("processor {index} is unavailable"),
+            }
+        }
+        println!("machine diagnosis: {overall}");
+        overall
+    }
+
+    fn enter_leave(&mut self, verdict: Verdict, expect: Verdict) {
+        if verdict != expect {
+            fail!("the diagnosis is {verdict}, expected {expect}");
+        }
+        if verdict == Verdict::Ready {
+            let entered = self
+                .enter_all()
+                .unwrap_or_else(|error| fail!("entering VMX operation: {error}"));
+            println!("entered VMX operation on {entered} processors");
+            self.registers("in VMX operation");
+            let left = self
+                .leave_all()
+                .unwrap_or_else(|error| fail!("leaving VMX operation: {error}"));
+            println!("left VMX operation on {left} processors");
+            return;
+        }
+        match self.enter_all() {
+            Ok(entered) => {
+                fail!("entered VMX operation on {entered} processors of a {verdict} machine")
+            }
+            Err(error) if refusal_matches(verdict, error.error) => {
+                println!("entering refused as it must be: {error}");
+            }
+            Err(error) => fail!("entering failed with {error}, not a refusal for {verdict}"),
         }
     }
-    exit::pass(format_args!("boot processors={}", processors.count()))
+
+    /// Breaks the last processor with `injection`; entering must fail there
+    /// with `expected`, and the processors before it must leave again.
+    fn injected_failure(&mut self, injection: Injection, expected: Error) {
+        let target = self.count() - 1;
+        println!("injecting {} on processor {target}", injection.name());
+        self.platform.inject(target, injection);
+        let expected = ProcessorError {
+            processor: target,
+            error: expected,
+        };
+        match self.enter_all() {
+            Err(error) if error == expected => {
+                println!("entering failed as it must: {error}");
+            }
+            Ok(entered) => fail!(
+                "entering succeeded on {entered} processors despite {}",
+                injection.name()
+            ),
+            Err(error) => fail!("entering failed with \"{error}\", expected \"{expected}\""),
+        }
+        let tally = self.platform.tally();
+        if tally.entered != target || tally.left != target {
+            fail!(
+                "{} processors entered and {} left; expected the {target} before processor {target} to enter and leave",
+                tally.entered,
+                tally.left
+            );
+        }
+        println!(
+            "rolled back: {} processors entered and left again",
+            tally.left
+        );
+    }
+
+    fn enter_twice(&mut self) {
+        let entered = self
+            .enter_all()
+            .unwrap_or_else(|error| fail!("entering VMX operation: {error}"));
+        println!("entered VMX operation on {entered} processors");
+        let expected = ProcessorError {
+            processor: 0,
+            error: Error::AlreadyEntered,
+        };
+        match self.enter_all() {
+            Err(error) if error == expected => println!("entering again refused: {error}"),
+            other => fail!("entering again returned {other:?}, expected Err({expected:?})"),
+        }
+        let left = self
+            .leave_all()
+            .unwrap_or_else(|error| fail!("leaving VMX operation: {error}"));
+        println!("left VMX operation on {left} processors");
+    }
+
+    fn leave_without_enter(&mut self) {
+        let expected = ProcessorError {
+            processor: 0,
+            error: Error::NotEntered,
+        };
+        match self.leave_all() {
+            Err(error) if error == expected => {
+                println!("leaving without entering refused: {error}");
+            }
+            other => {
+                fail!("leaving without entering returned {other:?}, expected Err({expected:?})")
+            }
+        }
+    }
+
+    /// Checks that the machine is as it was `before`, then passes.
+    fn finish(mut self, before: &Registers, name: &str) -> ! {
+        let after = self.registers("after");
+        for index in 0..self.count() {
+            if after.cr0[index] != before.cr0[index] || after.cr4[index] != before.cr4[index] {
+                fail!(
+                    "processor {index}: CR0/CR4 {:#x}/{:#x} after, {:#x}/{:#x} before",
+                    after.cr0[index],
+                    after.cr4[index],
+                    before.cr0[index],
+                    before.cr4[index]
+                );
+            }
+        }
+        if let Some(index) = self.slots.iter().position(Processor::is_entered) {
+            fail!("processor {index} is still in VMX operation");
+        }
+        if self.pool.in_use() != 0 {
+            fail!("{} VMXON region pages were not freed", self.pool.in_use());
+        }
+        let tally = self.platform.tally();
+        println!("CR0 and CR4 equal before and after on every processor; every page freed");
+        exit::pass(format_args!(
+            "{name} processors={} entered={} left={}",
+            self.count(),
+            tally.entered,
+            tally.left
+        ))
+    }
+}
+
+/// Whether `error` is how vmx-core must refuse to enter on a machine with
+/// diagnosis `verdict`.
+fn refusal_matches(verdict: Verdict, error: Error) -> bool {
+    match verdict {
+        Verdict::NotIntel => matches!(error, Error::NotIntel { .. }),
+        Verdict::NestedUnavailable | Verdict::NoVmx => {
+            matches!(error, Error::VmxNotSupported { .. })
+        }
+        Verdict::DisabledByFirmware => {
+            matches!(
+                error,
+                Error::DisabledByFirmware { .. } | Error::VmxOnlyInsideSmx { .. }
+            )
+        }
+        Verdict::InUse => matches!(error, Error::InUse { .. }),
+        Verdict::Undetermined | Verdict::Ready => false,
+    }
 }

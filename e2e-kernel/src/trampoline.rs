@@ -8,7 +8,7 @@
 //! [`ap_main`](crate::smp::ap_main) on the stack the BSP left in
 //! [`AP_BOOT_STACK`].
 //!
-//! CR0 after INIT is 0x6000_0010 (CD, NW, ET: SDM "Initialization of the
+//! CR0 after INIT is `0x6000_0010` (CD, NW, ET: SDM "Initialization of the
 //! processor", table "IA-32 and Intel 64 Processor States Following Power-up,
 //! Reset, or INIT"). The trampoline turns caching on (clears CD and NW) like
 //! the firmware did on the BSP, and sets PE and PG; it leaves NE clear as it

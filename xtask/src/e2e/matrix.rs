@@ -12,7 +12,8 @@ pub enum Machine {
         /// `cpu: count=`.
         cpus: u32,
     },
-    /// QEMU with its TCG (software) CPU: no VT-x.
+    /// QEMU's TCG (software) CPU with an Intel vendor string and no VMX: a
+    /// guest of a hypervisor that does not expose nested VT-x.
     QemuTcg {
         /// `-smp`.
         cpus: u32,
@@ -20,7 +21,7 @@ pub enum Machine {
 }
 
 impl Machine {
-    /// How many processors the machine has.
+    /// How many processors it has.
     pub fn cpus(&self) -> u32 {
         match self {
             Self::Bochs { cpus, .. } | Self::QemuTcg { cpus } => *cpus,
@@ -37,32 +38,97 @@ impl fmt::Display for Machine {
     }
 }
 
-/// One boot of the kernel: a machine and the kernel command line that picks
-/// the scenario.
+/// The kernel's scenarios (`e2e-kernel/src/scenario.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    /// Enter and leave on every processor, or, when the machine's expected
+    /// diagnosis (a vmx-core verdict name) is not `ready`, see entering
+    /// refused.
+    EnterLeave {
+        /// The verdict the kernel must diagnose.
+        expect: &'static str,
+    },
+    /// `VMfailInvalid` on the last processor, everything rolled back.
+    WrongRevisionId,
+    /// #UD from VMXON on the last processor, everything rolled back.
+    DropVmxe,
+    /// Entering twice is refused.
+    EnterTwice,
+    /// Leaving without entering is refused.
+    LeaveWithoutEnter,
+}
+
+impl Scenario {
+    /// The scenario's name on the kernel command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::EnterLeave { .. } => "enter-leave",
+            Self::WrongRevisionId => "fault-wrong-revision-id",
+            Self::DropVmxe => "fault-drop-vmxe",
+            Self::EnterTwice => "fault-enter-twice",
+            Self::LeaveWithoutEnter => "fault-leave-without-enter",
+        }
+    }
+}
+
+/// One boot of the kernel: a machine and a scenario.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Case {
     /// Where it runs.
     pub machine: Machine,
-    /// The scenario's name, `scenario=` on the kernel command line.
-    pub scenario: &'static str,
+    /// What the kernel does.
+    pub scenario: Scenario,
 }
 
 impl Case {
     /// A unique name, also the case's directory under `target/e2e/`.
     pub fn name(&self) -> String {
-        format!("{}-{}", self.machine, self.scenario)
+        match self.scenario {
+            Scenario::EnterLeave { expect } if expect != READY => {
+                format!("{}-enter-leave-{expect}", self.machine)
+            }
+            scenario => format!("{}-{}", self.machine, scenario.name()),
+        }
     }
 
     /// The kernel command line.
     pub fn command_line(&self) -> String {
-        format!("scenario={}", self.scenario)
+        match self.scenario {
+            Scenario::EnterLeave { expect } => format!("scenario=enter-leave expect={expect}"),
+            scenario => format!("scenario={}", scenario.name()),
+        }
     }
 }
 
 /// The CPU model of a single run when `--cpus` is given without `--model`.
 pub const DEFAULT_MODEL: &str = "corei7_skylake_x";
 
-fn bochs(model: &str, cpus: u32, scenario: &'static str) -> Case {
+/// vmx-core's verdict for a machine that can enter VMX operation.
+const READY: &str = "ready";
+
+/// Bochs' AMD CPU models (`bochs-bin -help cpu`): VT-x is Intel's.
+const AMD_MODELS: [&str; 8] = [
+    "amd_k6_2_chomper",
+    "athlon64_clawhammer",
+    "athlon64_venice",
+    "turion64_tyler",
+    "phenom_8650_toliman",
+    "zambezi",
+    "trinity_apu",
+    "ryzen",
+];
+
+/// The diagnosis to expect from a Bochs CPU model when none is given: AMD
+/// models are `not-intel`, the others are taken to offer VT-x.
+pub fn expected_verdict(model: &str) -> &'static str {
+    if AMD_MODELS.contains(&model) {
+        "not-intel"
+    } else {
+        READY
+    }
+}
+
+fn bochs(model: &str, cpus: u32, scenario: Scenario) -> Case {
     Case {
         machine: Machine::Bochs {
             model: model.to_owned(),
@@ -72,24 +138,78 @@ fn bochs(model: &str, cpus: u32, scenario: &'static str) -> Case {
     }
 }
 
-/// The default matrix: every processor count on two VT-x models, an AMD
-/// model, QEMU TCG.
+/// The default matrix: enter and leave with 1, 2 and 4 processors on two
+/// VT-x models; refusal on an AMD model and on QEMU TCG; the injected
+/// failures and refusals on 4 processors.
 pub fn default_matrix() -> Vec<Case> {
+    let ready = Scenario::EnterLeave { expect: READY };
     let mut cases = Vec::new();
     for model in ["corei7_skylake_x", "tigerlake"] {
         for cpus in [1, 2, 4] {
-            cases.push(bochs(model, cpus, "boot"));
+            cases.push(bochs(model, cpus, ready));
         }
     }
-    cases.push(bochs("ryzen", 1, "boot"));
+    cases.push(bochs(
+        "ryzen",
+        1,
+        Scenario::EnterLeave {
+            expect: "not-intel",
+        },
+    ));
     cases.push(Case {
         machine: Machine::QemuTcg { cpus: 2 },
-        scenario: "boot",
+        scenario: Scenario::EnterLeave {
+            expect: "nested-unavailable",
+        },
     });
+    for fault in [
+        Scenario::WrongRevisionId,
+        Scenario::DropVmxe,
+        Scenario::EnterTwice,
+        Scenario::LeaveWithoutEnter,
+    ] {
+        cases.push(bochs("corei7_skylake_x", 4, fault));
+    }
     cases
 }
 
-/// A single Bochs run (`--model`, `--cpus`).
-pub fn single(model: &str, cpus: u32) -> Vec<Case> {
-    vec![bochs(model, cpus, "boot")]
+/// A single Bochs enter-leave run (`--model`, `--cpus`, `--expect`).
+pub fn single(model: &str, cpus: u32, expect: &'static str) -> Vec<Case> {
+    vec![bochs(model, cpus, Scenario::EnterLeave { expect })]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_lines_name_scenario_and_expectation() {
+        let case = bochs(
+            "ryzen",
+            1,
+            Scenario::EnterLeave {
+                expect: "not-intel",
+            },
+        );
+        assert_eq!(case.command_line(), "scenario=enter-leave expect=not-intel");
+        assert_eq!(case.name(), "bochs-ryzen-1cpu-enter-leave-not-intel");
+        let fault = bochs("tigerlake", 4, Scenario::DropVmxe);
+        assert_eq!(fault.command_line(), "scenario=fault-drop-vmxe");
+        assert_eq!(fault.name(), "bochs-tigerlake-4cpu-fault-drop-vmxe");
+    }
+
+    #[test]
+    fn case_names_are_unique() {
+        let cases = default_matrix();
+        let mut names: Vec<String> = cases.iter().map(Case::name).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), cases.len());
+    }
+
+    #[test]
+    fn amd_models_expect_not_intel() {
+        assert_eq!(expected_verdict("ryzen"), "not-intel");
+        assert_eq!(expected_verdict("corei7_haswell_4770"), "ready");
+    }
 }
