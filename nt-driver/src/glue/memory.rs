@@ -1,0 +1,72 @@
+//! VMXON regions: contiguous, cached (write-back) pages with their
+//! physical addresses.
+
+use core::ptr::NonNull;
+
+use vmx_core::region::VMXON_REGION_SIZE;
+use vmx_core::{OutOfMemory, Page, PageAllocator};
+use wdk_sys::_MEMORY_CACHING_TYPE::MmCached;
+use wdk_sys::PHYSICAL_ADDRESS;
+use wdk_sys::ntddk::{
+    MmAllocateContiguousMemorySpecifyCache, MmFreeContiguousMemory, MmGetPhysicalAddress,
+};
+
+/// One page from `MmAllocateContiguousMemorySpecifyCache`. It is freed
+/// only by [`ContiguousAllocator::free`], never on drop: a page still in
+/// use as a VMXON region must leak rather than be reused.
+#[derive(Debug)]
+pub struct ContiguousPage {
+    virtual_address: NonNull<[u8; VMXON_REGION_SIZE]>,
+    physical_address: u64,
+}
+
+impl Page for ContiguousPage {
+    fn bytes_mut(&mut self) -> &mut [u8; VMXON_REGION_SIZE] {
+        // SAFETY: a mapped, page-sized allocation that this value owns.
+        unsafe { self.virtual_address.as_mut() }
+    }
+
+    fn physical_address(&self) -> u64 {
+        self.physical_address
+    }
+}
+
+/// Contiguous cached memory, page aligned by construction.
+#[derive(Debug)]
+pub struct ContiguousAllocator;
+
+impl PageAllocator for ContiguousAllocator {
+    type Page = ContiguousPage;
+
+    fn allocate(&mut self) -> Result<ContiguousPage, OutOfMemory> {
+        let any = PHYSICAL_ADDRESS { QuadPart: 0 };
+        // MAXULONG64: any physical address; vmx-core checks the width.
+        let highest = PHYSICAL_ADDRESS { QuadPart: -1 };
+        // SAFETY: PASSIVE_LEVEL (IOCTL and unload paths); plain arguments.
+        let base = unsafe {
+            MmAllocateContiguousMemorySpecifyCache(
+                VMXON_REGION_SIZE as u64,
+                any,
+                highest,
+                any,
+                MmCached,
+            )
+        };
+        let virtual_address =
+            NonNull::new(base.cast::<[u8; VMXON_REGION_SIZE]>()).ok_or(OutOfMemory)?;
+        // SAFETY: a valid, resident, non-paged virtual address.
+        let physical = unsafe { MmGetPhysicalAddress(base) };
+        // SAFETY: every bit pattern of the union is a valid i64.
+        let physical_address = unsafe { physical.QuadPart } as u64;
+        Ok(ContiguousPage {
+            virtual_address,
+            physical_address,
+        })
+    }
+
+    fn free(&mut self, page: ContiguousPage) {
+        // SAFETY: allocated by MmAllocateContiguousMemorySpecifyCache above
+        // and given back exactly once (vmx-core's contract).
+        unsafe { MmFreeContiguousMemory(page.virtual_address.as_ptr().cast()) };
+    }
+}

@@ -1,0 +1,532 @@
+//! The driver's decisions end to end, on the simulated machine: every IRP
+//! major function, every IOCTL with wrong, short and exact sizes, ENTER
+//! with a failure on each processor, LEAVE, STATUS, QUERY and unload.
+
+use std::string::{String, ToString};
+use std::vec;
+use std::vec::Vec;
+
+use vmx_core::{Error, ProcessorStatus, Verdict, diagnose};
+use vmx_ioctl::status::StatusEntry;
+use vmx_ioctl::{Ioctl, Outcome, QueryReader, ReplyHeader, Request, WireError};
+
+use crate::dispatch::{IRP_MJ_DEVICE_CONTROL, IRP_MJ_MAXIMUM_FUNCTION, system_buffer_length};
+use crate::fake::{FakeAllocator, FakeProcessors, Trouble};
+use crate::log::Log;
+use crate::ntstatus::*;
+use crate::{Completion, Control, Device, IrpParams};
+
+type FakeDevice = Device<FakeProcessors, FakeAllocator>;
+
+#[derive(Default)]
+struct Lines(Vec<String>);
+
+impl Log for Lines {
+    fn log(&mut self, args: core::fmt::Arguments<'_>) {
+        self.0.push(args.to_string());
+    }
+}
+
+impl Lines {
+    fn contains(&self, text: &str) -> bool {
+        self.0.iter().any(|line| line.contains(text))
+    }
+}
+
+fn device(processors: FakeProcessors) -> FakeDevice {
+    device_with(processors, FakeAllocator::default())
+}
+
+fn device_with(processors: FakeProcessors, allocator: FakeAllocator) -> FakeDevice {
+    Device::new(Control::new(processors, allocator).unwrap())
+}
+
+/// Sends an IOCTL as the I/O manager does for METHOD_BUFFERED: one system
+/// buffer of max(input, output) bytes, input first; returns the completion
+/// and the bytes the caller would receive (`Information` of them, unless
+/// the status is an error).
+fn send(device: &mut FakeDevice, code: u32, input: &[u8], output: usize) -> (Completion, Vec<u8>) {
+    let mut lines = Lines::default();
+    let (completion, reply) = send_logged(device, code, input, output, &mut lines);
+    (completion, reply)
+}
+
+fn send_logged(
+    device: &mut FakeDevice,
+    code: u32,
+    input: &[u8],
+    output: usize,
+    lines: &mut Lines,
+) -> (Completion, Vec<u8>) {
+    let length = system_buffer_length(
+        IRP_MJ_DEVICE_CONTROL,
+        code,
+        input.len() as u32,
+        output as u32,
+    );
+    let mut system = vec![0u8; length.unwrap_or(0)];
+    let n = input.len().min(system.len());
+    system[..n].copy_from_slice(&input[..n]);
+    let completion = device.dispatch(
+        IrpParams {
+            major: IRP_MJ_DEVICE_CONTROL,
+            code,
+            input_length: input.len() as u32,
+            output_length: output as u32,
+            buffer: length.map(|_| system.as_mut_slice()),
+        },
+        lines,
+    );
+    assert!(
+        completion.information <= output,
+        "Information within the output buffer"
+    );
+    let reply = if nt_error(completion.status) {
+        assert_eq!(completion.information, 0);
+        Vec::new()
+    } else {
+        system[..completion.information].to_vec()
+    };
+    (completion, reply)
+}
+
+fn request() -> [u8; 8] {
+    Request::current().to_bytes()
+}
+
+fn enter(device: &mut FakeDevice) -> Outcome {
+    let (completion, reply) = send(device, Ioctl::Enter.code(), &request(), Outcome::REPLY_SIZE);
+    assert_eq!(completion.status, STATUS_SUCCESS);
+    assert_eq!(completion.information, 64);
+    Outcome::decode_reply(&reply).unwrap().1
+}
+
+fn leave(device: &mut FakeDevice) -> Outcome {
+    let (completion, reply) = send(device, Ioctl::Leave.code(), &request(), Outcome::REPLY_SIZE);
+    assert_eq!(completion.status, STATUS_SUCCESS);
+    Outcome::decode_reply(&reply).unwrap().1
+}
+
+fn statuses(device: &mut FakeDevice) -> Vec<ProcessorStatus> {
+    let count = device.control_mut().processor_count();
+    let size = StatusEntry::reply_size(count).unwrap();
+    let (completion, reply) = send(device, Ioctl::Status.code(), &request(), size);
+    assert_eq!(
+        completion,
+        Completion {
+            status: STATUS_SUCCESS,
+            information: size
+        }
+    );
+    StatusEntry::decode_reply(&reply).unwrap().1.collect()
+}
+
+fn untouched(device: &mut FakeDevice) -> bool {
+    let (processors, allocator) = device.control_mut().services();
+    processors.runs == 0 && allocator.allocated == 0
+}
+
+fn all_pristine(device: &mut FakeDevice) -> bool {
+    let (processors, allocator) = device.control_mut().services();
+    processors.cpus.iter().all(|cpu| cpu.is_pristine())
+        && allocator.live.is_empty()
+        && allocator.bad_frees == 0
+}
+
+#[test]
+fn every_major_function_is_completed_with_its_status() {
+    for major in 0..=IRP_MJ_MAXIMUM_FUNCTION {
+        let mut device = device(FakeProcessors::healthy(2));
+        let mut lines = Lines::default();
+        let completion = device.dispatch(
+            IrpParams {
+                major,
+                code: 0,
+                input_length: 0,
+                output_length: 0,
+                buffer: None,
+            },
+            &mut lines,
+        );
+        let expected = match major {
+            0x00 | 0x02 => STATUS_SUCCESS,
+            _ => STATUS_INVALID_DEVICE_REQUEST,
+        };
+        assert_eq!(completion, Completion::status(expected), "major {major:#x}");
+        assert!(untouched(&mut device), "major {major:#x} changed nothing");
+    }
+}
+
+#[test]
+fn opening_the_device_changes_nothing() {
+    let mut device = device(FakeProcessors::healthy(2));
+    let completion = device.dispatch(
+        IrpParams {
+            major: 0,
+            code: Ioctl::Enter.code(),
+            input_length: 8,
+            output_length: 64,
+            buffer: None,
+        },
+        &mut Lines::default(),
+    );
+    assert_eq!(completion, Completion::status(STATUS_SUCCESS));
+    assert!(untouched(&mut device));
+}
+
+#[test]
+fn unknown_codes_are_refused_and_touch_nothing() {
+    let mut device = device(FakeProcessors::healthy(2));
+    let ours = Ioctl::Enter.code();
+    for code in [
+        0,
+        0x0022_2000,
+        0x0022_2010,
+        ours | 3,
+        ours ^ (1 << 14),
+        ours ^ (1 << 16),
+        u32::MAX,
+    ] {
+        for output in [0, 16, 64, 4096] {
+            let (completion, _) = send(&mut device, code, &request(), output);
+            assert_eq!(
+                completion,
+                Completion::status(STATUS_INVALID_DEVICE_REQUEST)
+            );
+        }
+    }
+    assert!(untouched(&mut device));
+}
+
+#[test]
+fn every_ioctl_with_wrong_short_and_exact_sizes() {
+    let count = 3;
+    for ioctl in Ioctl::ALL {
+        for input_length in 0..=24 {
+            let mut input = vec![0u8; input_length];
+            let n = input_length.min(8);
+            input[..n].copy_from_slice(&request()[..n]);
+            for output in 0..=256 {
+                let mut device = device(FakeProcessors::healthy(count));
+                let (completion, reply) = send(&mut device, ioctl.code(), &input, output);
+                let fixed = match ioctl {
+                    Ioctl::Query => None,
+                    Ioctl::Enter | Ioctl::Leave => Some(64),
+                    Ioctl::Status => Some(16 + 32 * count),
+                };
+                let what = std::format!("{ioctl:?} input {input_length} output {output}");
+                if input_length != 8 {
+                    assert_eq!(
+                        completion,
+                        Completion::status(STATUS_INFO_LENGTH_MISMATCH),
+                        "{what}"
+                    );
+                } else if output < 16 {
+                    assert_eq!(
+                        completion,
+                        Completion::status(STATUS_BUFFER_TOO_SMALL),
+                        "{what}"
+                    );
+                } else if fixed.is_some_and(|size| output < size) {
+                    assert_eq!(
+                        completion,
+                        Completion {
+                            status: STATUS_BUFFER_OVERFLOW,
+                            information: 16
+                        },
+                        "{what}"
+                    );
+                    let header = ReplyHeader::decode(&reply).unwrap();
+                    assert_eq!(Some(header.size as usize), fixed, "{what}");
+                    assert_eq!(header.processors as usize, count);
+                } else if ioctl == Ioctl::Query {
+                    let (processors, _) = device.control_mut().services();
+                    assert_eq!(processors.runs, count, "QUERY visits every processor");
+                    assert!(all_pristine(&mut device), "{what}: QUERY changes nothing");
+                    continue;
+                } else {
+                    assert_eq!(completion.status, STATUS_SUCCESS, "{what}");
+                    assert_eq!(Some(completion.information), fixed, "{what}");
+                    assert_eq!(reply.len(), completion.information);
+                    continue;
+                }
+                assert!(
+                    untouched(&mut device),
+                    "{what}: a refused request changes nothing"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_foreign_protocol_version_is_a_revision_mismatch() {
+    let mut device = device(FakeProcessors::healthy(2));
+    for ioctl in Ioctl::ALL {
+        let mut input = request();
+        input[0] = 7;
+        let (completion, _) = send(&mut device, ioctl.code(), &input, 4096);
+        assert_eq!(completion, Completion::status(STATUS_REVISION_MISMATCH));
+        input = request();
+        input[6] = 1;
+        let (completion, _) = send(&mut device, ioctl.code(), &input, 4096);
+        assert_eq!(completion, Completion::status(STATUS_INVALID_PARAMETER));
+    }
+    assert!(untouched(&mut device));
+}
+
+#[test]
+fn enter_takes_every_processor_into_vmx_operation_and_says_so() {
+    let mut device = device(FakeProcessors::healthy(4));
+    let mut lines = Lines::default();
+    let (completion, reply) =
+        send_logged(&mut device, Ioctl::Enter.code(), &request(), 64, &mut lines);
+    assert_eq!(
+        completion,
+        Completion {
+            status: STATUS_SUCCESS,
+            information: 64
+        }
+    );
+    let (header, outcome) = Outcome::decode_reply(&reply).unwrap();
+    assert_eq!(header.processors, 4);
+    assert_eq!(
+        outcome,
+        Outcome {
+            changed: 4,
+            entered_after: 4,
+            failure: None
+        }
+    );
+    assert!(lines.contains("VMX entered on every processor (4 of 4)"));
+    let statuses = statuses(&mut device);
+    let (processors, allocator) = device.control_mut().services();
+    assert_eq!(allocator.live.len(), 4);
+    for (cpu, status) in processors.cpus.iter().zip(statuses) {
+        let ProcessorStatus::On {
+            region,
+            revision_id,
+            original_cr4,
+            ..
+        } = status
+        else {
+            panic!("processor off after ENTER");
+        };
+        assert!(cpu.in_vmx);
+        assert_eq!(cpu.region, Some(region));
+        assert!(allocator.live.contains(&region));
+        assert_eq!(revision_id, 0x2b);
+        assert_eq!(original_cr4, crate::fake::CR4);
+    }
+}
+
+#[test]
+fn enter_with_a_failure_on_each_processor_rolls_every_processor_back() {
+    let count = 4;
+    let troubles = [
+        (Trouble::NoVmx, 2),
+        (Trouble::DisabledByFirmware, 3),
+        (Trouble::InUse, 6),
+        (Trouble::VmxonFails, 14),
+    ];
+    for failing in 0..count {
+        for (trouble, code) in troubles {
+            let mut device = device(FakeProcessors::with_trouble(count, failing, trouble));
+            let outcome = enter(&mut device);
+            let (processor, error) = outcome.failure.expect("ENTER fails");
+            assert_eq!(processor as usize, failing, "{trouble:?}");
+            assert_eq!(error.code, code, "{trouble:?}");
+            assert!(error.to_error().is_some());
+            assert_eq!((outcome.changed, outcome.entered_after), (0, 0));
+            assert!(all_pristine(&mut device), "{trouble:?} on {failing}");
+            assert!(
+                statuses(&mut device)
+                    .iter()
+                    .all(|s| *s == ProcessorStatus::Off)
+            );
+        }
+        // The platform cannot reach the processor.
+        let mut processors = FakeProcessors::healthy(count);
+        processors.unreachable = Some(failing);
+        let mut device = device(processors);
+        let outcome = enter(&mut device);
+        assert_eq!(
+            outcome.failure,
+            Some((
+                failing as u32,
+                WireError::from_error(&Error::ProcessorUnavailable)
+            ))
+        );
+        assert!(all_pristine(&mut device));
+        // No page for this processor's region.
+        let allocator = FakeAllocator {
+            fail_at: Some(failing),
+            ..FakeAllocator::default()
+        };
+        let mut device = device_with(FakeProcessors::healthy(count), allocator);
+        let outcome = enter(&mut device);
+        assert_eq!(
+            outcome.failure,
+            Some((failing as u32, WireError::from_error(&Error::OutOfMemory)))
+        );
+        assert!(all_pristine(&mut device));
+    }
+}
+
+#[test]
+fn enter_twice_is_refused_and_changes_nothing() {
+    let mut device = device(FakeProcessors::healthy(2));
+    enter(&mut device);
+    let outcome = enter(&mut device);
+    assert_eq!(
+        outcome.failure,
+        Some((0, WireError::from_error(&Error::AlreadyEntered)))
+    );
+    assert_eq!((outcome.changed, outcome.entered_after), (0, 2));
+    let (_, allocator) = device.control_mut().services();
+    assert_eq!(allocator.live.len(), 2);
+}
+
+#[test]
+fn leave_undoes_enter_and_frees_every_region() {
+    let mut device = device(FakeProcessors::healthy(3));
+    assert_eq!(
+        leave(&mut device).failure,
+        Some((0, WireError::from_error(&Error::NotEntered)))
+    );
+    enter(&mut device);
+    let outcome = leave(&mut device);
+    assert_eq!(
+        outcome,
+        Outcome {
+            changed: 3,
+            entered_after: 0,
+            failure: None
+        }
+    );
+    assert!(all_pristine(&mut device));
+    // And again: enter and leave are repeatable.
+    enter(&mut device);
+    leave(&mut device);
+    assert!(all_pristine(&mut device));
+}
+
+#[test]
+fn a_processor_that_cannot_leave_keeps_its_region_and_the_rest_leave() {
+    let mut device = device(FakeProcessors::with_trouble(3, 1, Trouble::VmxoffFails));
+    enter(&mut device);
+    let outcome = leave(&mut device);
+    let (processor, error) = outcome.failure.unwrap();
+    assert_eq!(processor, 1);
+    assert_eq!(error.code, 15);
+    assert_eq!((outcome.changed, outcome.entered_after), (2, 1));
+    let mut lines = Lines::default();
+    device.unload(&mut lines);
+    assert!(lines.contains("processor 1 stays in VMX operation"));
+    let (processors, allocator) = device.control_mut().services();
+    assert!(processors.cpus[1].in_vmx);
+    assert_eq!(allocator.live.len(), 1, "the region in use is not freed");
+    assert!(!processors.cpus[0].in_vmx && !processors.cpus[2].in_vmx);
+}
+
+#[test]
+fn unload_leaves_every_processor_and_frees_every_page() {
+    let mut device = device(FakeProcessors::healthy(4));
+    enter(&mut device);
+    let mut lines = Lines::default();
+    device.unload(&mut lines);
+    assert!(all_pristine(&mut device));
+    assert!(lines.contains("VMX left on every processor that had entered (4)"));
+    // Unloading without ENTER does nothing at all.
+    let mut idle = device_with(FakeProcessors::healthy(4), FakeAllocator::default());
+    idle.unload(&mut Lines::default());
+    assert!(untouched(&mut idle));
+}
+
+#[test]
+fn query_follows_the_two_call_pattern_and_replays_to_the_same_diagnosis() {
+    let mut device = device(FakeProcessors::healthy(2));
+    let (completion, reply) = send(&mut device, Ioctl::Query.code(), &request(), 16);
+    assert_eq!(
+        completion,
+        Completion {
+            status: STATUS_BUFFER_OVERFLOW,
+            information: 16
+        }
+    );
+    let size = ReplyHeader::decode(&reply).unwrap().size as usize;
+    let (completion, reply) = send(&mut device, Ioctl::Query.code(), &request(), size);
+    assert_eq!(
+        completion,
+        Completion {
+            status: STATUS_SUCCESS,
+            information: size
+        }
+    );
+    let reader = QueryReader::decode(&reply).unwrap();
+    let (processors, _) = device.control_mut().services();
+    let mut live = processors.cpus[0].clone();
+    let expected = diagnose(&mut vmx_core::CpuObserver(&mut live));
+    assert_eq!(expected.verdict, Verdict::Ready);
+    for record in reader.processors() {
+        assert_eq!(diagnose(&mut record.replay()), expected);
+    }
+    // A larger buffer: the same reply, Information still exact.
+    let (completion, _) = send(&mut device, Ioctl::Query.code(), &request(), size + 100);
+    assert_eq!(completion.information, size);
+    assert!(all_pristine(&mut device));
+}
+
+#[test]
+fn query_after_enter_sees_vmx_in_use_and_still_changes_nothing() {
+    let mut device = device(FakeProcessors::healthy(2));
+    enter(&mut device);
+    let (completion, reply) = send(&mut device, Ioctl::Query.code(), &request(), 1 << 16);
+    assert_eq!(completion.status, STATUS_SUCCESS);
+    let reader = QueryReader::decode(&reply).unwrap();
+    for record in reader.processors() {
+        assert_eq!(diagnose(&mut record.replay()).verdict, Verdict::InUse);
+    }
+    assert_eq!(device.control_mut().entered(), 2);
+}
+
+#[test]
+fn query_marks_a_processor_it_cannot_reach() {
+    let mut processors = FakeProcessors::healthy(3);
+    processors.unreachable = Some(2);
+    let mut device = device(processors);
+    let (_, reply) = send(&mut device, Ioctl::Query.code(), &request(), 1 << 16);
+    let reader = QueryReader::decode(&reply).unwrap();
+    let available: Vec<bool> = reader.processors().map(|r| r.available).collect();
+    assert_eq!(available, [true, true, false]);
+}
+
+#[test]
+fn a_request_while_another_runs_is_turned_away_at_once() {
+    let mut device = device(FakeProcessors::healthy(2));
+    let held = device.control.try_lock();
+    assert!(held.is_some());
+    let mut system = vec![0u8; 64];
+    system[..8].copy_from_slice(&request());
+    let completion = device.dispatch(
+        IrpParams {
+            major: IRP_MJ_DEVICE_CONTROL,
+            code: Ioctl::Enter.code(),
+            input_length: 8,
+            output_length: 64,
+            buffer: Some(&mut system),
+        },
+        &mut Lines::default(),
+    );
+    assert_eq!(completion, Completion::status(STATUS_DEVICE_BUSY));
+    drop(held);
+    assert!(untouched(&mut device));
+}
+
+#[test]
+fn refusals_are_logged_with_their_status() {
+    let mut device = device(FakeProcessors::healthy(1));
+    let mut lines = Lines::default();
+    send_logged(&mut device, 0x1234, &request(), 64, &mut lines);
+    assert!(lines.contains("IOCTL 0x1234 (input 8, output 64) completed with status 0xc0000010"));
+}

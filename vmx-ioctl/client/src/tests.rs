@@ -1,0 +1,145 @@
+//! The client against the real driver logic (nt-driver over its simulated
+//! machine), with the I/O manager's METHOD_BUFFERED copying and
+//! NTSTATUS-to-Win32 mapping in between.
+
+use super::*;
+use nt_driver::dispatch::{IRP_MJ_DEVICE_CONTROL, system_buffer_length};
+use nt_driver::fake::{FakeAllocator, FakeProcessors, Trouble};
+use nt_driver::log::Log;
+use nt_driver::ntstatus::*;
+use nt_driver::{Control, Device, IrpParams};
+use vmx_core::{Error, Verdict, diagnose};
+use vmx_ioctl::WireError;
+
+struct Quiet;
+
+impl Log for Quiet {
+    fn log(&mut self, _args: core::fmt::Arguments<'_>) {}
+}
+
+struct Simulated(Device<FakeProcessors, FakeAllocator>);
+
+/// RtlNtStatusToDosError for the statuses the driver uses.
+fn win32(status: NtStatus) -> u32 {
+    match status {
+        STATUS_BUFFER_OVERFLOW => ERROR_MORE_DATA,
+        STATUS_DEVICE_BUSY => ERROR_BUSY,
+        STATUS_INVALID_DEVICE_REQUEST => ERROR_INVALID_FUNCTION,
+        STATUS_INFO_LENGTH_MISMATCH => ERROR_BAD_LENGTH,
+        STATUS_BUFFER_TOO_SMALL => ERROR_INSUFFICIENT_BUFFER,
+        STATUS_REVISION_MISMATCH => ERROR_REVISION_MISMATCH,
+        STATUS_INVALID_PARAMETER => 87,
+        _ => 31,
+    }
+}
+
+impl Transport for Simulated {
+    fn ioctl(
+        &mut self,
+        code: u32,
+        input: &[u8],
+        output: &mut [u8],
+    ) -> Result<usize, TransportError> {
+        let (input_length, output_length) = (input.len() as u32, output.len() as u32);
+        let length = system_buffer_length(IRP_MJ_DEVICE_CONTROL, code, input_length, output_length);
+        let mut system = vec![0u8; length.unwrap_or(0)];
+        system[..input.len()].copy_from_slice(input);
+        let completion = self.0.dispatch(
+            IrpParams {
+                major: IRP_MJ_DEVICE_CONTROL,
+                code,
+                input_length,
+                output_length,
+                buffer: length.map(|_| system.as_mut_slice()),
+            },
+            &mut Quiet,
+        );
+        let returned = if nt_error(completion.status) {
+            0
+        } else {
+            completion.information
+        };
+        output[..returned].copy_from_slice(&system[..returned]);
+        if nt_success(completion.status) {
+            Ok(returned)
+        } else {
+            Err(TransportError {
+                win32: win32(completion.status),
+                returned,
+            })
+        }
+    }
+}
+
+fn client(processors: FakeProcessors) -> Client<Simulated> {
+    Client::new(Simulated(Device::new(
+        Control::new(processors, FakeAllocator::default()).unwrap(),
+    )))
+}
+
+#[test]
+fn query_finds_its_size_and_diagnoses_every_processor() {
+    let mut client = client(FakeProcessors::healthy(3));
+    let reply = client.query().unwrap();
+    let reader = QueryReader::decode(&reply).unwrap();
+    let verdicts: Vec<Verdict> = reader
+        .processors()
+        .map(|record| diagnose(&mut record.replay()).verdict)
+        .collect();
+    assert_eq!(verdicts, [Verdict::Ready; 3]);
+}
+
+#[test]
+fn on_status_off_round_trip() {
+    let mut client = client(FakeProcessors::healthy(2));
+    let entered = client.enter().unwrap();
+    assert_eq!(entered.failure, None);
+    assert_eq!(entered.entered_after, 2);
+    let statuses = client.status().unwrap();
+    assert!(
+        statuses
+            .iter()
+            .all(|s| matches!(s, ProcessorStatus::On { .. }))
+    );
+    assert!(status_text(&statuses).contains("processor 1: in VMX operation"));
+    let left = client.leave().unwrap();
+    assert_eq!((left.changed, left.entered_after), (2, 0));
+    assert!(outcome_text(Ioctl::Leave, &left).starts_with("VMX operation left on 2 processors"));
+    assert_eq!(client.status().unwrap(), [ProcessorStatus::Off; 2]);
+}
+
+#[test]
+fn a_refusal_comes_back_with_the_processor_and_the_reason() {
+    let mut client = client(FakeProcessors::with_trouble(4, 2, Trouble::InUse));
+    let outcome = client.enter().unwrap();
+    let (processor, error) = outcome.failure.unwrap();
+    assert_eq!(processor, 2);
+    assert!(matches!(error.to_error(), Some(Error::InUse { .. })));
+    let text = outcome_text(Ioctl::Enter, &outcome);
+    assert!(
+        text.contains("ENTER failed on processor 2: CR4.VMXE is already set"),
+        "{text}"
+    );
+    assert_eq!(
+        client.leave().unwrap().failure,
+        Some((0, WireError::from_error(&Error::NotEntered)))
+    );
+}
+
+#[test]
+fn errors_say_what_to_do() {
+    let not_loaded = ClientError::Open {
+        win32: ERROR_FILE_NOT_FOUND,
+    };
+    assert!(not_loaded.driver_not_loaded());
+    assert!(not_loaded.to_string().starts_with("driver not loaded"));
+    let denied = ClientError::Open {
+        win32: ERROR_ACCESS_DENIED,
+    };
+    assert!(denied.to_string().contains("run as Administrator"));
+    let busy = ClientError::Ioctl {
+        ioctl: Ioctl::Enter,
+        win32: ERROR_BUSY,
+    };
+    assert!(busy.to_string().contains("busy"));
+}
