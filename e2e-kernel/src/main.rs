@@ -11,6 +11,7 @@
 
 mod acpi;
 mod boot;
+mod dump;
 mod exit;
 mod fault_recovery;
 mod idt;

@@ -1,21 +1,26 @@
 //! The test scenarios, chosen on the kernel command line:
-//! `scenario=NAME [expect=VERDICT]`.
+//! `scenario=NAME [expect=VERDICT] [feature-control=unlocked]`.
 //!
-//! Every scenario records CR0 and CR4 of every processor first, diagnoses
-//! every processor (vmx-core's verdict), drives vmx-core's `enter_all` /
-//! `leave_all` as the scenario says, records CR0 and CR4 again and requires
-//! them equal to the first record, every page returned and no processor
-//! left in VMX operation. The summary names how many processors entered
-//! and left (VMXON and VMXOFF that succeeded).
+//! Every scenario records CR0, CR4 and IA32_FEATURE_CONTROL of every
+//! processor first, diagnoses every processor (vmx-core's verdict), drives
+//! vmx-core's `enter_all` / `leave_all` as the scenario says (or, `dump`,
+//! prints what the diagnosis read), records the registers again and
+//! requires CR0 and CR4 equal to the first record, IA32_FEATURE_CONTROL
+//! unchanged (or locked by vmx-core, when it was unlocked), every page
+//! returned and no processor left in VMX operation. The summary names how
+//! many processors entered and left (VMXON and VMXOFF that succeeded).
 
 use core::fmt;
 
+use vmx_core::diagnosis::Recorder;
+use vmx_core::feature_control::{FeatureControlFlags, IA32_FEATURE_CONTROL};
 use vmx_core::inject::Injection;
 use vmx_core::{
-    CpuObserver, Error, Fault, Instruction, Processor, ProcessorError, Processors, Verdict,
+    Cpu, CpuObserver, Error, Fault, Instruction, Processor, ProcessorError, Processors, Verdict,
     diagnose,
 };
 
+use crate::dump::{self, Capture};
 use crate::pages::{PagePool, PoolPage};
 use crate::platform::VmxProcessors;
 use crate::smp::{self, MAX_PROCESSORS};
@@ -37,6 +42,10 @@ pub enum Scenario {
     EnterLeave {
         /// The diagnosis the machine must give (`expect=`, default `ready`).
         expect: Verdict,
+        /// `feature-control=unlocked`: IA32_FEATURE_CONTROL must be 0x0
+        /// (unlocked) on every processor at first, and locked with VMX
+        /// outside SMX (0x5) by vmx-core afterwards.
+        unlocked: bool,
     },
     /// The last processor's VMXON region carries a wrong revision
     /// identifier: VMXON fails with `VMfailInvalid` there and every
@@ -49,6 +58,9 @@ pub enum Scenario {
     EnterTwice,
     /// Leaving without having entered is refused, without a fault.
     LeaveWithoutEnter,
+    /// Prints what vmx-core's diagnosis reads on every processor as a
+    /// `vmx-dump/1` document ([`dump`]); enters nothing.
+    Dump,
 }
 
 /// The command line names no known scenario or verdict.
@@ -59,9 +71,10 @@ impl fmt::Display for BadCommandLine<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "bad command line {:?}: expected scenario=enter-leave [expect=VERDICT], \
-             scenario=fault-wrong-revision-id, scenario=fault-drop-vmxe, \
-             scenario=fault-enter-twice or scenario=fault-leave-without-enter",
+            "bad command line {:?}: expected scenario=enter-leave [expect=VERDICT] \
+             [feature-control=unlocked], scenario=fault-wrong-revision-id, \
+             scenario=fault-drop-vmxe, scenario=fault-enter-twice, \
+             scenario=fault-leave-without-enter or scenario=dump",
             self.0
         )
     }
@@ -83,12 +96,18 @@ impl Scenario {
             None => Verdict::Ready,
             Some(name) => Verdict::from_name(name).ok_or(bad)?,
         };
+        let unlocked = match value("feature-control") {
+            None => false,
+            Some("unlocked") => true,
+            Some(_) => return Err(bad),
+        };
         match value("scenario").ok_or(bad)? {
-            "enter-leave" => Ok(Self::EnterLeave { expect }),
+            "enter-leave" => Ok(Self::EnterLeave { expect, unlocked }),
             "fault-wrong-revision-id" => Ok(Self::WrongRevisionId),
             "fault-drop-vmxe" => Ok(Self::DropVmxe),
             "fault-enter-twice" => Ok(Self::EnterTwice),
             "fault-leave-without-enter" => Ok(Self::LeaveWithoutEnter),
+            "dump" => Ok(Self::Dump),
             _ => Err(bad),
         }
     }
@@ -103,14 +122,14 @@ impl Scenario {
         };
         let before = test.registers("before");
         let verdict = test.diagnose();
-        if !matches!(self, Self::EnterLeave { .. }) && verdict != Verdict::Ready {
+        if !matches!(self, Self::EnterLeave { .. } | Self::Dump) && verdict != Verdict::Ready {
             fail!(
                 "{} needs a VT-x processor; the diagnosis is {verdict}",
                 self.name()
             );
         }
         match self {
-            Self::EnterLeave { expect } => test.enter_leave(verdict, expect),
+            Self::EnterLeave { expect, .. } => test.enter_leave(verdict, expect),
             Self::WrongRevisionId => test.injected_failure(
                 Injection::WrongRevisionId,
                 Error::VmFailInvalid {
@@ -126,8 +145,10 @@ impl Scenario {
             ),
             Self::EnterTwice => test.enter_twice(),
             Self::LeaveWithoutEnter => test.leave_without_enter(),
+            Self::Dump => test.dump(),
         }
-        test.finish(&before, self.name())
+        let lock = matches!(self, Self::EnterLeave { unlocked: true, .. });
+        test.finish(&before, self.name(), lock)
     }
 
     /// The name on the command line.
@@ -138,15 +159,35 @@ impl Scenario {
             Self::DropVmxe => "fault-drop-vmxe",
             Self::EnterTwice => "fault-enter-twice",
             Self::LeaveWithoutEnter => "fault-leave-without-enter",
+            Self::Dump => "dump",
         }
     }
 }
 
-/// CR0 and CR4 of every processor at one step.
+/// CR0, CR4 and IA32_FEATURE_CONTROL (`None`: RDMSR faulted) of every
+/// processor at one step.
 #[derive(Debug, Clone, Copy)]
 struct Registers {
     cr0: [u64; MAX_PROCESSORS],
     cr4: [u64; MAX_PROCESSORS],
+    feature_control: [Option<u64>; MAX_PROCESSORS],
+}
+
+/// IA32_FEATURE_CONTROL as vmx-core locks an unlocked one outside SMX:
+/// lock and VMX outside SMX (0x5).
+const LOCKED_FOR_VMX: u64 =
+    FeatureControlFlags::LOCK.bits() | FeatureControlFlags::VMX_OUTSIDE_SMX.bits();
+
+/// A register value for a report line: hex, or `faulted`.
+struct Reading(Option<u64>);
+
+impl fmt::Display for Reading {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(value) => write!(f, "{value:#x}"),
+            None => f.write_str("faulted"),
+        }
+    }
 }
 
 /// A scenario's state: the platform, the page pool and vmx-core's
@@ -172,23 +213,29 @@ impl Test<'_> {
         vmx_core::leave_all(&mut self.platform, &mut self.pool, &mut self.slots[..count])
     }
 
-    /// Reads and prints CR0 and CR4 on every processor.
+    /// Reads and prints CR0, CR4 and IA32_FEATURE_CONTROL on every
+    /// processor. (Reading the MSR here is reporting, not VMX logic: it
+    /// faults harmlessly on processors without it, e.g. AMD's.)
     fn registers(&mut self, step: &str) -> Registers {
         let mut registers = Registers {
             cr0: [0; MAX_PROCESSORS],
             cr4: [0; MAX_PROCESSORS],
+            feature_control: [None; MAX_PROCESSORS],
         };
         for index in 0..self.count() {
             let ran = self.platform.run_on(index, &mut |cpu| {
-                registers.cr0[index] = vmx_core::Cpu::read_cr0(cpu);
-                registers.cr4[index] = vmx_core::Cpu::read_cr4(cpu);
+                registers.cr0[index] = cpu.read_cr0();
+                registers.cr4[index] = cpu.read_cr4();
+                registers.feature_control[index] = cpu.read_msr(IA32_FEATURE_CONTROL).ok();
             });
             if ran.is_err() {
                 fail!("processor {index} is unavailable");
             }
             println!(
-                "processor {index} {step}: CR0={:#x} CR4={:#x}",
-                registers.cr0[index], registers.cr4[index]
+                "processor {index} {step}: CR0={:#x} CR4={:#x} IA32_FEATURE_CONTROL={}",
+                registers.cr0[index],
+                registers.cr4[index],
+                Reading(registers.feature_control[index])
             );
         }
         registers
@@ -312,8 +359,33 @@ impl Test<'_> {
         }
     }
 
-    /// Checks that the machine is as it was `before`, then passes.
-    fn finish(mut self, before: &Registers, name: &str) -> ! {
+    /// Runs vmx-core's diagnosis on every processor through a recorder and
+    /// prints what it read as a `vmx-dump/1` document. Changes nothing.
+    fn dump(&mut self) {
+        let mut captures = [const { Capture::new() }; MAX_PROCESSORS];
+        for (index, capture) in captures.iter_mut().enumerate().take(self.count()) {
+            let ran = self.platform.run_on(index, &mut |cpu| {
+                let mut recorder =
+                    Recorder::new(CpuObserver(cpu), |observation| capture.record(observation));
+                diagnose(&mut recorder);
+            });
+            if ran.is_err() {
+                fail!("processor {index} is unavailable");
+            }
+            if capture.dropped() > 0 {
+                fail!(
+                    "processor {index}: {} answers did not fit in the dump's capture",
+                    capture.dropped()
+                );
+            }
+        }
+        dump::print(&captures[..self.count()]);
+    }
+
+    /// Checks that the machine is as it was `before` (with `lock`,
+    /// IA32_FEATURE_CONTROL must have gone from unlocked to locked for VMX),
+    /// then passes.
+    fn finish(mut self, before: &Registers, name: &str, lock: bool) -> ! {
         let after = self.registers("after");
         for index in 0..self.count() {
             if after.cr0[index] != before.cr0[index] || after.cr4[index] != before.cr4[index] {
@@ -325,6 +397,36 @@ impl Test<'_> {
                     before.cr4[index]
                 );
             }
+            let (was, is) = (before.feature_control[index], after.feature_control[index]);
+            let expected = if lock {
+                if was != Some(0) {
+                    fail!(
+                        "processor {index}: IA32_FEATURE_CONTROL was {} at first, expected 0x0 (unlocked)",
+                        Reading(was)
+                    );
+                }
+                Some(LOCKED_FOR_VMX)
+            } else if was.is_some_and(|value| value & FeatureControlFlags::LOCK.bits() == 0)
+                && is == Some(LOCKED_FOR_VMX)
+            {
+                // vmx-core locks an unlocked MSR on first use.
+                is
+            } else {
+                was
+            };
+            if is != expected {
+                fail!(
+                    "processor {index}: IA32_FEATURE_CONTROL {} after, {} before; expected {}",
+                    Reading(is),
+                    Reading(was),
+                    Reading(expected)
+                );
+            }
+        }
+        if lock {
+            println!(
+                "IA32_FEATURE_CONTROL went from 0x0 to {LOCKED_FOR_VMX:#x} on every processor"
+            );
         }
         if let Some(index) = self.slots.iter().position(Processor::is_entered) {
             fail!("processor {index} is still in VMX operation");
@@ -333,7 +435,10 @@ impl Test<'_> {
             fail!("{} VMXON region pages were not freed", self.pool.in_use());
         }
         let tally = self.platform.tally();
-        println!("CR0 and CR4 equal before and after on every processor; every page freed");
+        println!(
+            "CR0 and CR4 equal before and after on every processor; \
+             IA32_FEATURE_CONTROL as expected; every page freed"
+        );
         exit::pass(format_args!(
             "{name} processors={} entered={} left={}",
             self.count(),

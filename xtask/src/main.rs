@@ -5,8 +5,8 @@
 //! - `cargo xtask ci`: every check and test, as CI runs them (installs what
 //!   a fresh machine lacks first; `--no-setup` skips that).
 //! - `cargo xtask setup`: only the installation step.
-//! - `cargo xtask e2e [--model NAME] [--cpus N]`: the emulated end-to-end
-//!   suite.
+//! - `cargo xtask e2e [--model NAME] [--cpus N] [--expect VERDICT] [--dump DIR]`:
+//!   the emulated end-to-end suite.
 
 mod ci;
 mod e2e;
@@ -20,7 +20,9 @@ const USAGE: &str = "usage: cargo xtask <task>
 tasks:
   ci [--no-setup]                 every check and test, as CI runs them
   setup                           install what the checks need (apt packages, rustup targets, tools)
-  e2e [--model NAME] [--cpus N]   boot the test kernel in emulators (default: the whole matrix)";
+  e2e [--model NAME] [--cpus N] [--expect VERDICT] [--dump DIR]
+                                  boot the test kernel in emulators (default: the whole matrix;
+                                  `cargo xtask e2e --help` explains the options)";
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();

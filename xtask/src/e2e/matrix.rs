@@ -2,6 +2,29 @@
 
 use std::fmt;
 
+/// The firmware a Bochs machine boots: it decides IA32_FEATURE_CONTROL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Firmware {
+    /// Bochs' own BIOS (`BIOS-bochs-latest`, package bochsbios): locks
+    /// IA32_FEATURE_CONTROL with VMX enabled (0x5).
+    BochsBios,
+    /// SeaBIOS (`bios.bin`, package seabios): leaves IA32_FEATURE_CONTROL
+    /// unlocked (0x0), so that vmx-core locks it on first use. (Bochs'
+    /// `BIOS-bochs-legacy` leaves it unlocked too, but has no ACPI tables,
+    /// which the kernel needs to find the processors.)
+    SeaBios,
+}
+
+impl Firmware {
+    /// The ROM image's file name, for reports.
+    pub fn rom_name(self) -> &'static str {
+        match self {
+            Self::BochsBios => "BIOS-bochs-latest",
+            Self::SeaBios => "SeaBIOS bios.bin",
+        }
+    }
+}
+
 /// An emulated machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Machine {
@@ -11,6 +34,8 @@ pub enum Machine {
         model: String,
         /// `cpu: count=`.
         cpus: u32,
+        /// `romimage:`.
+        firmware: Firmware,
     },
     /// QEMU's TCG (software) CPU with an Intel vendor string and no VMX: a
     /// guest of a hypervisor that does not expose nested VT-x.
@@ -32,7 +57,16 @@ impl Machine {
 impl fmt::Display for Machine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Bochs { model, cpus } => write!(f, "bochs-{model}-{cpus}cpu"),
+            Self::Bochs {
+                model,
+                cpus,
+                firmware: Firmware::BochsBios,
+            } => write!(f, "bochs-{model}-{cpus}cpu"),
+            Self::Bochs {
+                model,
+                cpus,
+                firmware: Firmware::SeaBios,
+            } => write!(f, "bochs-{model}-{cpus}cpu-seabios"),
             Self::QemuTcg { cpus } => write!(f, "qemu-tcg-{cpus}cpu"),
         }
     }
@@ -56,6 +90,17 @@ pub enum Scenario {
     EnterTwice,
     /// Leaving without entering is refused.
     LeaveWithoutEnter,
+    /// Enter and leave on a machine whose firmware left
+    /// IA32_FEATURE_CONTROL unlocked: it must be 0x0 on every processor
+    /// before and 0x5 (locked by vmx-core) after.
+    EnterLeaveUnlocked,
+    /// The kernel prints what vmx-core's diagnosis reads as a `vmx-dump/1`
+    /// document; the runner extracts it and replays it through the
+    /// checker (`vmx-check check --replay`).
+    Dump {
+        /// The verdict the checker must give for the dump.
+        expect: &'static str,
+    },
 }
 
 impl Scenario {
@@ -67,6 +112,8 @@ impl Scenario {
             Self::DropVmxe => "fault-drop-vmxe",
             Self::EnterTwice => "fault-enter-twice",
             Self::LeaveWithoutEnter => "fault-leave-without-enter",
+            Self::EnterLeaveUnlocked => "enter-leave-unlocked",
+            Self::Dump { .. } => "dump",
         }
     }
 }
@@ -95,7 +142,29 @@ impl Case {
     pub fn command_line(&self) -> String {
         match self.scenario {
             Scenario::EnterLeave { expect } => format!("scenario=enter-leave expect={expect}"),
+            Scenario::EnterLeaveUnlocked => {
+                format!("scenario=enter-leave expect={READY} feature-control=unlocked")
+            }
             scenario => format!("scenario={}", scenario.name()),
+        }
+    }
+
+    /// The file name of this case's dump under `--dump DIR`:
+    /// `bochs-<model>.json`, or `bochs-<model>-unlocked.json` when the
+    /// firmware left IA32_FEATURE_CONTROL unlocked.
+    pub fn dump_file_name(&self) -> String {
+        match &self.machine {
+            Machine::Bochs {
+                model,
+                firmware: Firmware::BochsBios,
+                ..
+            } => format!("bochs-{model}.json"),
+            Machine::Bochs {
+                model,
+                firmware: Firmware::SeaBios,
+                ..
+            } => format!("bochs-{model}-unlocked.json"),
+            Machine::QemuTcg { .. } => format!("{}.json", self.machine),
         }
     }
 }
@@ -133,6 +202,18 @@ fn bochs(model: &str, cpus: u32, scenario: Scenario) -> Case {
         machine: Machine::Bochs {
             model: model.to_owned(),
             cpus,
+            firmware: Firmware::BochsBios,
+        },
+        scenario,
+    }
+}
+
+fn seabios(model: &str, cpus: u32, scenario: Scenario) -> Case {
+    Case {
+        machine: Machine::Bochs {
+            model: model.to_owned(),
+            cpus,
+            firmware: Firmware::SeaBios,
         },
         scenario,
     }
@@ -140,7 +221,8 @@ fn bochs(model: &str, cpus: u32, scenario: Scenario) -> Case {
 
 /// The default matrix: enter and leave with 1, 2 and 4 processors on two
 /// VT-x models; refusal on an AMD model and on QEMU TCG; the injected
-/// failures and refusals on 4 processors.
+/// failures and refusals on 4 processors; locking an unlocked
+/// IA32_FEATURE_CONTROL; a dump that the checker must find `ready`.
 pub fn default_matrix() -> Vec<Case> {
     let ready = Scenario::EnterLeave { expect: READY };
     let mut cases = Vec::new();
@@ -170,7 +252,29 @@ pub fn default_matrix() -> Vec<Case> {
     ] {
         cases.push(bochs("corei7_skylake_x", 4, fault));
     }
+    cases.push(seabios("corei7_skylake_x", 2, Scenario::EnterLeaveUnlocked));
+    cases.push(bochs(
+        "corei7_skylake_x",
+        2,
+        Scenario::Dump { expect: READY },
+    ));
     cases
+}
+
+/// The dumps `--dump DIR` writes: two VT-x models of different
+/// generations, an older one, an AMD model, and the first with its
+/// IA32_FEATURE_CONTROL left unlocked.
+pub fn dump_matrix() -> Vec<Case> {
+    let dump = |model| Scenario::Dump {
+        expect: expected_verdict(model),
+    };
+    vec![
+        bochs("corei7_skylake_x", 2, dump("corei7_skylake_x")),
+        bochs("tigerlake", 1, dump("tigerlake")),
+        bochs("ryzen", 1, dump("ryzen")),
+        bochs("corei7_haswell_4770", 1, dump("corei7_haswell_4770")),
+        seabios("corei7_skylake_x", 2, dump("corei7_skylake_x")),
+    ]
 }
 
 /// A single Bochs enter-leave run (`--model`, `--cpus`, `--expect`).
@@ -205,6 +309,48 @@ mod tests {
         names.sort();
         names.dedup();
         assert_eq!(names.len(), cases.len());
+    }
+
+    #[test]
+    fn unlocked_and_dump_cases_say_so() {
+        let unlocked = seabios("corei7_skylake_x", 2, Scenario::EnterLeaveUnlocked);
+        assert_eq!(
+            unlocked.command_line(),
+            "scenario=enter-leave expect=ready feature-control=unlocked"
+        );
+        assert_eq!(
+            unlocked.name(),
+            "bochs-corei7_skylake_x-2cpu-seabios-enter-leave-unlocked"
+        );
+        let dump = bochs(
+            "ryzen",
+            1,
+            Scenario::Dump {
+                expect: "not-intel",
+            },
+        );
+        assert_eq!(dump.command_line(), "scenario=dump");
+        assert_eq!(dump.name(), "bochs-ryzen-1cpu-dump");
+    }
+
+    #[test]
+    fn dump_files_are_named_after_model_and_firmware() {
+        let names: Vec<String> = dump_matrix().iter().map(Case::dump_file_name).collect();
+        assert_eq!(
+            names,
+            [
+                "bochs-corei7_skylake_x.json",
+                "bochs-tigerlake.json",
+                "bochs-ryzen.json",
+                "bochs-corei7_haswell_4770.json",
+                "bochs-corei7_skylake_x-unlocked.json",
+            ]
+        );
+        assert!(
+            dump_matrix()
+                .iter()
+                .all(|case| matches!(case.scenario, Scenario::Dump { .. }))
+        );
     }
 
     #[test]

@@ -160,6 +160,7 @@ mod tests {
         let bochs = Machine::Bochs {
             model: "tigerlake".into(),
             cpus: 1,
+            firmware: super::super::matrix::Firmware::BochsBios,
         };
         let qemu = Machine::QemuTcg { cpus: 1 };
         // A wait status holds the exit code in bits 15:8.
