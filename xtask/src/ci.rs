@@ -132,6 +132,28 @@ fn fuzz(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `mdbook build` with warnings as errors: mdbook has no such switch, so
+/// any WARN or ERROR line of its log fails the step.
+fn book(root: &Path) -> Result<()> {
+    eprintln!("\n== book\n+ mdbook build docs");
+    let output = Command::new("mdbook")
+        .args(["build", "docs"])
+        .current_dir(root)
+        .output()
+        .context("step `book`: cannot run mdbook (cargo xtask setup installs it)")?;
+    let log = String::from_utf8_lossy(&output.stderr);
+    eprint!("{log}");
+    if !output.status.success()
+        || log
+            .lines()
+            .any(|l| l.contains("WARN") || l.contains("ERROR"))
+    {
+        bail!("step `book` failed: mdbook reported warnings or errors");
+    }
+    eprintln!("== book: ok");
+    Ok(())
+}
+
 fn step(name: &str, command: &mut Command) -> Result<()> {
     eprintln!("\n== {name}\n+ {command:?}");
     let started = Instant::now();

@@ -55,6 +55,35 @@ fn paths_named_in_the_docs_exist() {
     );
 }
 
+/// Every relative link between the book's pages resolves to a file.
+#[test]
+fn links_between_book_pages_resolve() {
+    let root = workspace_root();
+    let mut pages = Vec::new();
+    collect_markdown(&root.join("docs/src"), &mut pages);
+    let mut broken = Vec::new();
+    for page in &pages {
+        let text = fs::read_to_string(page).unwrap();
+        for target in text.split("](").skip(1).filter_map(|s| s.split(')').next()) {
+            let file = target.split('#').next().unwrap_or_default();
+            if file.is_empty() || file.contains("://") || !file.ends_with(".md") {
+                continue;
+            }
+            if !page.parent().unwrap().join(file).exists() {
+                broken.push(format!(
+                    "{}: {target}",
+                    page.strip_prefix(&root).unwrap().display()
+                ));
+            }
+        }
+    }
+    assert!(
+        broken.is_empty(),
+        "broken links in the book:\n{}",
+        broken.join("\n")
+    );
+}
+
 /// Backticked spans and link targets.
 fn candidates(text: &str) -> impl Iterator<Item = &str> {
     let ticks = text.split('`').skip(1).step_by(2);
