@@ -27,6 +27,9 @@ mod tests {
         vendor[..4].copy_from_slice(&leaf0.ebx.to_le_bytes());
         vendor[4..8].copy_from_slice(&leaf0.edx.to_le_bytes());
         vendor[8..].copy_from_slice(&leaf0.ecx.to_le_bytes());
-        assert!(vendor.iter().all(|b| b.is_ascii() && !b.is_ascii_control()), "{vendor:?}");
+        assert!(
+            vendor.iter().all(|b| b.is_ascii() && !b.is_ascii_control()),
+            "{vendor:?}"
+        );
     }
 }

@@ -88,12 +88,7 @@ pub fn run(args: &[String]) -> Result<()> {
     )?;
     crate::e2e::run(&[]).context("step `end-to-end suite` failed")?;
     fuzz(&root)?;
-    step(
-        "book",
-        Command::new("mdbook")
-            .args(["build", "docs"])
-            .current_dir(&root),
-    )?;
+    book(&root)?;
     eprintln!("\nci: every step passed in {:.0?}", started.elapsed());
     Ok(())
 }
