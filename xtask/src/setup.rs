@@ -7,13 +7,15 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
-/// Debian packages: Bochs (VT-x emulation) with its BIOS and VGA ROMs, GRUB
-/// and the ISO tools, QEMU (the machine without VT-x).
+/// Debian packages: Bochs (VT-x emulation) with its BIOS and VGA ROMs,
+/// SeaBIOS (firmware that leaves IA32_FEATURE_CONTROL unlocked), GRUB and
+/// the ISO tools, QEMU (the machine without VT-x).
 const APT_PACKAGES: &[&str] = &[
     "bochs",
     "bochs-term",
     "bochsbios",
     "vgabios",
+    "seabios",
     "grub-pc-bin",
     "grub-common",
     "xorriso",
