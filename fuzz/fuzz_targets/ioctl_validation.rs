@@ -1,17 +1,17 @@
 //! nt-driver's IOCTL path with arbitrary requests: any code, any input
-//! bytes, any output length, against a simulated machine (nt-driver's
-//! `fake`). Nothing may panic (in the kernel a panic is a bug check), a
+//! bytes, any output length, against a simulated machine (vmx-core's
+//! `sim` through nt-driver's `fake`) with any one step failing on any
+//! processor. Nothing may panic (in the kernel a panic is a bug check), a
 //! refused request must change nothing, `Information` never exceeds the
 //! output buffer, and every successful reply must decode with vmx-ioctl.
 //! The same bytes also go through every vmx-ioctl decoder.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use nt_driver::dispatch::{IRP_MJ_DEVICE_CONTROL, system_buffer_length};
-use nt_driver::fake::{FakeAllocator, FakeProcessors, Trouble};
+use nt_driver::fake::{device, device_control, processors};
 use nt_driver::log::Log;
-use nt_driver::ntstatus::{STATUS_BUFFER_OVERFLOW, STATUS_SUCCESS, nt_error};
-use nt_driver::{Control, Device, IrpParams};
+use nt_driver::ntstatus::{STATUS_BUFFER_OVERFLOW, STATUS_SUCCESS};
+use vmx_core::sim::{SimAllocator, Step};
 use vmx_ioctl::status::StatusEntry;
 use vmx_ioctl::{Ioctl, Outcome, QueryReader, ReplyHeader, Request, WireError};
 
@@ -20,15 +20,6 @@ struct Quiet;
 impl Log for Quiet {
     fn log(&mut self, _args: core::fmt::Arguments<'_>) {}
 }
-
-const TROUBLES: [Trouble; 6] = [
-    Trouble::None,
-    Trouble::NoVmx,
-    Trouble::DisabledByFirmware,
-    Trouble::InUse,
-    Trouble::VmxonFails,
-    Trouble::VmxoffFails,
-];
 
 fn decoders(bytes: &[u8]) {
     let _ = Request::decode(bytes);
@@ -68,21 +59,21 @@ fuzz_target!(|data: &[u8]| {
     };
     let output = usize::from(u16::from_le_bytes([*out_lo, *out_hi])) % 8192;
     let count = usize::from(count % 6) + 1;
-    let trouble = TROUBLES[usize::from(*trouble) % TROUBLES.len()];
-    let processors = FakeProcessors::with_trouble(count, usize::from(*where_) % count, trouble);
-    let mut device = Device::new(Control::new(processors, FakeAllocator::default()).unwrap());
+    let (mut machine, mut allocator) = (processors(count), SimAllocator::default());
+    // Healthy, or one step (of entering or leaving) failing on one processor.
+    let trouble = usize::from(*trouble) % (Step::ALL.len() + 1);
+    if let Some(step) = trouble.checked_sub(1).map(|n| Step::ALL[n]) {
+        step.inject(usize::from(*where_) % count, &mut machine, &mut allocator);
+    }
+    let mut device = device(machine, allocator);
     // Enter first on odd selectors, so LEAVE and STATUS see entered state.
     let entered_before = if selector & 0x80 != 0 {
-        let mut system = vec![0u8; Outcome::REPLY_SIZE];
-        system[..8].copy_from_slice(&Request::current().to_bytes());
-        device.dispatch(
-            IrpParams {
-                major: IRP_MJ_DEVICE_CONTROL,
-                code: Ioctl::Enter.code(),
-                input_length: 8,
-                output_length: Outcome::REPLY_SIZE as u32,
-                buffer: Some(&mut system),
-            },
+        let enter = Request::current().to_bytes();
+        device_control(
+            &device,
+            Ioctl::Enter.code(),
+            &enter,
+            Outcome::REPLY_SIZE,
             &mut Quiet,
         );
         device.control_mut().entered()
@@ -91,31 +82,15 @@ fuzz_target!(|data: &[u8]| {
     };
     let snapshot = {
         let (p, a) = device.control_mut().services();
-        (p.runs, a.allocated, a.live.clone())
+        (p.runs, a.allocations, a.outstanding.clone())
     };
 
-    let input_length = u32::try_from(input.len()).unwrap_or(u32::MAX);
-    let length = system_buffer_length(IRP_MJ_DEVICE_CONTROL, code, input_length, output as u32);
-    let mut system = vec![0u8; length.unwrap_or(0)];
-    let n = input.len().min(system.len());
-    system[..n].copy_from_slice(&input[..n]);
-    let completion = device.dispatch(
-        IrpParams {
-            major: IRP_MJ_DEVICE_CONTROL,
-            code,
-            input_length,
-            output_length: output as u32,
-            buffer: length.map(|_| system.as_mut_slice()),
-        },
-        &mut Quiet,
-    );
-    assert!(completion.information <= output);
-    if nt_error(completion.status) {
-        assert_eq!(completion.information, 0);
-    }
+    // device_control asserts that Information stays within the output
+    // buffer and is 0 with an error status; the simulated allocator panics
+    // at a double or foreign free.
+    let (completion, reply) = device_control(&device, code, input, output, &mut Quiet);
     let (processors, allocator) = device.control_mut().services();
-    assert_eq!(allocator.bad_frees, 0);
-    assert!(processors.cpus.iter().all(|cpu| cpu.violations == 0));
+    assert!(processors.cpus.iter().all(|cpu| cpu.violations.is_empty()));
     if completion.status != STATUS_SUCCESS {
         // Refused (or too small): nothing changed. Only a QUERY that
         // turned out too large has run (its reads change nothing).
@@ -124,12 +99,12 @@ fuzz_target!(|data: &[u8]| {
         {
             assert_eq!(processors.runs, snapshot.0);
         }
-        assert_eq!(allocator.allocated, snapshot.1);
-        assert_eq!(allocator.live, snapshot.2);
+        assert_eq!(allocator.allocations, snapshot.1);
+        assert_eq!(allocator.outstanding, snapshot.2);
         assert_eq!(device.control_mut().entered(), entered_before);
         return;
     }
-    let reply = &system[..completion.information];
+    let reply = &reply[..];
     let ioctl = Ioctl::from_code(code).expect("only our codes succeed");
     match ioctl {
         Ioctl::Query => {

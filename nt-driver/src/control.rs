@@ -6,8 +6,8 @@ use alloc::vec::Vec;
 
 use vmx_core::diagnosis::Recorder;
 use vmx_core::{
-    CpuObserver, OutOfMemory, PageAllocator, Processor, ProcessorStatus, Processors, diagnose,
-    enter_all, leave_all,
+    CpuObserver, OutOfMemory, PageAllocator, Processor, ProcessorError, ProcessorStatus,
+    Processors, diagnose, enter_all, leave_all,
 };
 use vmx_ioctl::status::StatusEntry;
 use vmx_ioctl::{Ioctl, Outcome, QueryWriter};
@@ -79,38 +79,26 @@ impl<Pr: Processors, A: PageAllocator> Control<Pr, A> {
         let before = self.entered();
         let result = enter_all(&mut self.processors, &mut self.allocator, &mut self.slots);
         let after = self.entered();
-        match result {
-            Ok(count) => {
-                for (index, status) in self.statuses().enumerate() {
-                    if let ProcessorStatus::On {
-                        region,
-                        revision_id,
-                        ..
-                    } = status
-                    {
-                        log.log(format_args!(
-                            "processor {index}: in VMX operation, VMXON region at {region:#x}, \
-                             revision {revision_id:#x}"
-                        ));
-                    }
-                }
-                log.log(format_args!(
-                    "VMX entered on every processor ({count} of {})",
-                    self.slots.len()
-                ));
-                Outcome {
-                    changed: u32::try_from(count).unwrap_or(u32::MAX),
-                    entered_after: u32::try_from(after).unwrap_or(u32::MAX),
-                    failure: None,
+        if let Ok(count) = result {
+            for (index, status) in self.statuses().enumerate() {
+                if let ProcessorStatus::On {
+                    region,
+                    revision_id,
+                    ..
+                } = status
+                {
+                    log.log(format_args!(
+                        "processor {index}: in VMX operation, VMXON region at {region:#x}, \
+                         revision {revision_id:#x}"
+                    ));
                 }
             }
-            Err(error) => {
-                log.log(format_args!(
-                    "ENTER failed: {error}; {after} processors in VMX operation"
-                ));
-                Outcome::failed(&error, after.saturating_sub(before), after)
-            }
+            log.log(format_args!(
+                "VMX entered on every processor ({count} of {})",
+                self.slots.len()
+            ));
         }
+        outcome("ENTER", result, after.saturating_sub(before), after, log)
     }
 
     /// Leaves VMX operation on every processor that entered it and frees
@@ -119,24 +107,12 @@ impl<Pr: Processors, A: PageAllocator> Control<Pr, A> {
         let before = self.entered();
         let result = leave_all(&mut self.processors, &mut self.allocator, &mut self.slots);
         let after = self.entered();
-        match result {
-            Ok(count) => {
-                log.log(format_args!(
-                    "VMX left on every processor that had entered ({count})"
-                ));
-                Outcome {
-                    changed: u32::try_from(count).unwrap_or(u32::MAX),
-                    entered_after: u32::try_from(after).unwrap_or(u32::MAX),
-                    failure: None,
-                }
-            }
-            Err(error) => {
-                log.log(format_args!(
-                    "LEAVE failed: {error}; {after} processors in VMX operation"
-                ));
-                Outcome::failed(&error, before.saturating_sub(after), after)
-            }
+        if let Ok(count) = result {
+            log.log(format_args!(
+                "VMX left on every processor that had entered ({count})"
+            ));
         }
+        outcome("LEAVE", result, before.saturating_sub(after), after, log)
     }
 
     /// Records what [`diagnose`] reads on every processor into `out`
@@ -214,6 +190,31 @@ impl<Pr: Processors, A: PageAllocator> Control<Pr, A> {
                     ));
                 }
             }
+        }
+    }
+}
+
+/// The reply to ENTER or LEAVE (`request`) from vmx-core's result, with
+/// `after` processors in VMX operation: a success changed the processors it
+/// counts, a failure is logged and changed `changed_on_failure`.
+fn outcome(
+    request: &str,
+    result: Result<usize, ProcessorError>,
+    changed_on_failure: usize,
+    after: usize,
+    log: &mut dyn Log,
+) -> Outcome {
+    match result {
+        Ok(count) => Outcome {
+            changed: u32::try_from(count).unwrap_or(u32::MAX),
+            entered_after: u32::try_from(after).unwrap_or(u32::MAX),
+            failure: None,
+        },
+        Err(error) => {
+            log.log(format_args!(
+                "{request} failed: {error}; {after} processors in VMX operation"
+            ));
+            Outcome::failed(&error, changed_on_failure, after)
         }
     }
 }

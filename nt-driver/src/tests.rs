@@ -6,17 +6,16 @@ use std::string::{String, ToString};
 use std::vec;
 use std::vec::Vec;
 
+use vmx_core::sim::{SimAllocator, SimMachine, Step};
 use vmx_core::{Error, ProcessorStatus, Verdict, diagnose};
 use vmx_ioctl::status::StatusEntry;
 use vmx_ioctl::{Ioctl, Outcome, QueryReader, ReplyHeader, Request, WireError};
 
-use crate::dispatch::{IRP_MJ_DEVICE_CONTROL, IRP_MJ_MAXIMUM_FUNCTION, system_buffer_length};
-use crate::fake::{FakeAllocator, FakeProcessors, Trouble};
+use crate::dispatch::IRP_MJ_MAXIMUM_FUNCTION;
+use crate::fake::{FakeDevice, device_control, processors};
 use crate::log::Log;
 use crate::ntstatus::*;
-use crate::{Completion, Control, Device, IrpParams};
-
-type FakeDevice = Device<FakeProcessors, FakeAllocator>;
+use crate::{Completion, IrpParams};
 
 #[derive(Default)]
 struct Lines(Vec<String>);
@@ -33,61 +32,26 @@ impl Lines {
     }
 }
 
-fn device(processors: FakeProcessors) -> FakeDevice {
-    device_with(processors, FakeAllocator::default())
+fn device(processors: SimMachine) -> FakeDevice {
+    device_with(processors, SimAllocator::default())
 }
 
-fn device_with(processors: FakeProcessors, allocator: FakeAllocator) -> FakeDevice {
-    Device::new(Control::new(processors, allocator).unwrap())
+fn device_with(processors: SimMachine, allocator: SimAllocator) -> FakeDevice {
+    crate::fake::device(processors, allocator)
 }
 
-/// Sends an IOCTL as the I/O manager does for METHOD_BUFFERED: one system
-/// buffer of max(input, output) bytes, input first; returns the completion
-/// and the bytes the caller would receive (`Information` of them, unless
-/// the status is an error).
+/// Sends an IOCTL as the I/O manager does for METHOD_BUFFERED (see
+/// [`device_control`], which also checks `Information`); returns the
+/// completion and the bytes the caller would receive.
 fn send(device: &mut FakeDevice, code: u32, input: &[u8], output: usize) -> (Completion, Vec<u8>) {
-    let mut lines = Lines::default();
-    let (completion, reply) = send_logged(device, code, input, output, &mut lines);
-    (completion, reply)
+    device_control(device, code, input, output, &mut Lines::default())
 }
 
-fn send_logged(
-    device: &mut FakeDevice,
-    code: u32,
-    input: &[u8],
-    output: usize,
-    lines: &mut Lines,
-) -> (Completion, Vec<u8>) {
-    let length = system_buffer_length(
-        IRP_MJ_DEVICE_CONTROL,
-        code,
-        input.len() as u32,
-        output as u32,
-    );
-    let mut system = vec![0u8; length.unwrap_or(0)];
-    let n = input.len().min(system.len());
-    system[..n].copy_from_slice(&input[..n]);
-    let completion = device.dispatch(
-        IrpParams {
-            major: IRP_MJ_DEVICE_CONTROL,
-            code,
-            input_length: input.len() as u32,
-            output_length: output as u32,
-            buffer: length.map(|_| system.as_mut_slice()),
-        },
-        lines,
-    );
-    assert!(
-        completion.information <= output,
-        "Information within the output buffer"
-    );
-    let reply = if nt_error(completion.status) {
-        assert_eq!(completion.information, 0);
-        Vec::new()
-    } else {
-        system[..completion.information].to_vec()
-    };
-    (completion, reply)
+/// `count` processors, processor `index` with `step` going wrong.
+fn failing_processors(count: usize, index: usize, step: Step) -> SimMachine {
+    let mut machine = processors(count);
+    step.inject(index, &mut machine, &mut SimAllocator::default());
+    machine
 }
 
 fn request() -> [u8; 8] {
@@ -123,20 +87,19 @@ fn statuses(device: &mut FakeDevice) -> Vec<ProcessorStatus> {
 
 fn untouched(device: &mut FakeDevice) -> bool {
     let (processors, allocator) = device.control_mut().services();
-    processors.runs == 0 && allocator.allocated == 0
+    processors.runs == 0 && allocator.allocations == 0
 }
 
 fn all_pristine(device: &mut FakeDevice) -> bool {
     let (processors, allocator) = device.control_mut().services();
-    processors.cpus.iter().all(|cpu| cpu.is_pristine())
-        && allocator.live.is_empty()
-        && allocator.bad_frees == 0
+    // A double or foreign free panics in the simulated allocator.
+    processors.cpus.iter().all(|cpu| cpu.is_pristine()) && allocator.outstanding.is_empty()
 }
 
 #[test]
 fn every_major_function_is_completed_with_its_status() {
     for major in 0..=IRP_MJ_MAXIMUM_FUNCTION {
-        let mut device = device(FakeProcessors::healthy(2));
+        let mut device = device(processors(2));
         let mut lines = Lines::default();
         let completion = device.dispatch(
             IrpParams {
@@ -159,7 +122,7 @@ fn every_major_function_is_completed_with_its_status() {
 
 #[test]
 fn opening_the_device_changes_nothing() {
-    let mut device = device(FakeProcessors::healthy(2));
+    let mut device = device(processors(2));
     let completion = device.dispatch(
         IrpParams {
             major: 0,
@@ -176,7 +139,7 @@ fn opening_the_device_changes_nothing() {
 
 #[test]
 fn unknown_codes_are_refused_and_touch_nothing() {
-    let mut device = device(FakeProcessors::healthy(2));
+    let mut device = device(processors(2));
     let ours = Ioctl::Enter.code();
     for code in [
         0,
@@ -207,7 +170,7 @@ fn every_ioctl_with_wrong_short_and_exact_sizes() {
             let n = input_length.min(8);
             input[..n].copy_from_slice(&request()[..n]);
             for output in 0..=256 {
-                let mut device = device(FakeProcessors::healthy(count));
+                let mut device = device(processors(count));
                 let (completion, reply) = send(&mut device, ioctl.code(), &input, output);
                 let fixed = match ioctl {
                     Ioctl::Query => None,
@@ -261,7 +224,7 @@ fn every_ioctl_with_wrong_short_and_exact_sizes() {
 
 #[test]
 fn a_foreign_protocol_version_is_a_revision_mismatch() {
-    let mut device = device(FakeProcessors::healthy(2));
+    let mut device = device(processors(2));
     for ioctl in Ioctl::ALL {
         let mut input = request();
         input[0] = 7;
@@ -277,10 +240,10 @@ fn a_foreign_protocol_version_is_a_revision_mismatch() {
 
 #[test]
 fn enter_takes_every_processor_into_vmx_operation_and_says_so() {
-    let mut device = device(FakeProcessors::healthy(4));
+    let mut device = device(processors(4));
     let mut lines = Lines::default();
     let (completion, reply) =
-        send_logged(&mut device, Ioctl::Enter.code(), &request(), 64, &mut lines);
+        device_control(&device, Ioctl::Enter.code(), &request(), 64, &mut lines);
     assert_eq!(
         completion,
         Completion {
@@ -301,7 +264,7 @@ fn enter_takes_every_processor_into_vmx_operation_and_says_so() {
     assert!(lines.contains("VMX entered on every processor (4 of 4)"));
     let statuses = statuses(&mut device);
     let (processors, allocator) = device.control_mut().services();
-    assert_eq!(allocator.live.len(), 4);
+    assert_eq!(allocator.outstanding.len(), 4);
     for (cpu, status) in processors.cpus.iter().zip(statuses) {
         let ProcessorStatus::On {
             region,
@@ -314,7 +277,7 @@ fn enter_takes_every_processor_into_vmx_operation_and_says_so() {
         };
         assert!(cpu.in_vmx);
         assert_eq!(cpu.region, Some(region));
-        assert!(allocator.live.contains(&region));
+        assert!(allocator.outstanding.contains(&region));
         assert_eq!(revision_id, 0x2b);
         assert_eq!(original_cr4, crate::fake::CR4);
     }
@@ -324,14 +287,14 @@ fn enter_takes_every_processor_into_vmx_operation_and_says_so() {
 fn enter_with_a_failure_on_each_processor_rolls_every_processor_back() {
     let count = 4;
     let troubles = [
-        (Trouble::NoVmx, 2),
-        (Trouble::DisabledByFirmware, 3),
-        (Trouble::InUse, 6),
-        (Trouble::VmxonFails, 14),
+        (Step::VmxBit, 2),
+        (Step::FeatureControlDisabled, 3),
+        (Step::InUse, 6),
+        (Step::VmxonFailInvalid, 14),
     ];
     for failing in 0..count {
         for (trouble, code) in troubles {
-            let mut device = device(FakeProcessors::with_trouble(count, failing, trouble));
+            let mut device = device(failing_processors(count, failing, trouble));
             let outcome = enter(&mut device);
             let (processor, error) = outcome.failure.expect("ENTER fails");
             assert_eq!(processor as usize, failing, "{trouble:?}");
@@ -346,9 +309,9 @@ fn enter_with_a_failure_on_each_processor_rolls_every_processor_back() {
             );
         }
         // The platform cannot reach the processor.
-        let mut processors = FakeProcessors::healthy(count);
-        processors.unreachable = Some(failing);
-        let mut device = device(processors);
+        let mut machine = processors(count);
+        machine.unreachable = Some(failing);
+        let mut device = device(machine);
         let outcome = enter(&mut device);
         assert_eq!(
             outcome.failure,
@@ -359,11 +322,11 @@ fn enter_with_a_failure_on_each_processor_rolls_every_processor_back() {
         );
         assert!(all_pristine(&mut device));
         // No page for this processor's region.
-        let allocator = FakeAllocator {
+        let allocator = SimAllocator {
             fail_at: Some(failing),
-            ..FakeAllocator::default()
+            ..SimAllocator::default()
         };
-        let mut device = device_with(FakeProcessors::healthy(count), allocator);
+        let mut device = device_with(processors(count), allocator);
         let outcome = enter(&mut device);
         assert_eq!(
             outcome.failure,
@@ -375,7 +338,7 @@ fn enter_with_a_failure_on_each_processor_rolls_every_processor_back() {
 
 #[test]
 fn enter_twice_is_refused_and_changes_nothing() {
-    let mut device = device(FakeProcessors::healthy(2));
+    let mut device = device(processors(2));
     enter(&mut device);
     let outcome = enter(&mut device);
     assert_eq!(
@@ -384,12 +347,12 @@ fn enter_twice_is_refused_and_changes_nothing() {
     );
     assert_eq!((outcome.changed, outcome.entered_after), (0, 2));
     let (_, allocator) = device.control_mut().services();
-    assert_eq!(allocator.live.len(), 2);
+    assert_eq!(allocator.outstanding.len(), 2);
 }
 
 #[test]
 fn leave_undoes_enter_and_frees_every_region() {
-    let mut device = device(FakeProcessors::healthy(3));
+    let mut device = device(processors(3));
     assert_eq!(
         leave(&mut device).failure,
         Some((0, WireError::from_error(&Error::NotEntered)))
@@ -413,7 +376,7 @@ fn leave_undoes_enter_and_frees_every_region() {
 
 #[test]
 fn a_processor_that_cannot_leave_keeps_its_region_and_the_rest_leave() {
-    let mut device = device(FakeProcessors::with_trouble(3, 1, Trouble::VmxoffFails));
+    let mut device = device(failing_processors(3, 1, Step::VmxoffFailValid));
     enter(&mut device);
     let outcome = leave(&mut device);
     let (processor, error) = outcome.failure.unwrap();
@@ -425,27 +388,31 @@ fn a_processor_that_cannot_leave_keeps_its_region_and_the_rest_leave() {
     assert!(lines.contains("processor 1 stays in VMX operation"));
     let (processors, allocator) = device.control_mut().services();
     assert!(processors.cpus[1].in_vmx);
-    assert_eq!(allocator.live.len(), 1, "the region in use is not freed");
+    assert_eq!(
+        allocator.outstanding.len(),
+        1,
+        "the region in use is not freed"
+    );
     assert!(!processors.cpus[0].in_vmx && !processors.cpus[2].in_vmx);
 }
 
 #[test]
 fn unload_leaves_every_processor_and_frees_every_page() {
-    let mut device = device(FakeProcessors::healthy(4));
+    let mut device = device(processors(4));
     enter(&mut device);
     let mut lines = Lines::default();
     device.unload(&mut lines);
     assert!(all_pristine(&mut device));
     assert!(lines.contains("VMX left on every processor that had entered (4)"));
     // Unloading without ENTER does nothing at all.
-    let mut idle = device_with(FakeProcessors::healthy(4), FakeAllocator::default());
+    let mut idle = device_with(processors(4), SimAllocator::default());
     idle.unload(&mut Lines::default());
     assert!(untouched(&mut idle));
 }
 
 #[test]
 fn query_follows_the_two_call_pattern_and_replays_to_the_same_diagnosis() {
-    let mut device = device(FakeProcessors::healthy(2));
+    let mut device = device(processors(2));
     let (completion, reply) = send(&mut device, Ioctl::Query.code(), &request(), 16);
     assert_eq!(
         completion,
@@ -479,7 +446,7 @@ fn query_follows_the_two_call_pattern_and_replays_to_the_same_diagnosis() {
 
 #[test]
 fn query_after_enter_sees_vmx_in_use_and_still_changes_nothing() {
-    let mut device = device(FakeProcessors::healthy(2));
+    let mut device = device(processors(2));
     enter(&mut device);
     let (completion, reply) = send(&mut device, Ioctl::Query.code(), &request(), 1 << 16);
     assert_eq!(completion.status, STATUS_SUCCESS);
@@ -492,9 +459,9 @@ fn query_after_enter_sees_vmx_in_use_and_still_changes_nothing() {
 
 #[test]
 fn query_marks_a_processor_it_cannot_reach() {
-    let mut processors = FakeProcessors::healthy(3);
-    processors.unreachable = Some(2);
-    let mut device = device(processors);
+    let mut machine = processors(3);
+    machine.unreachable = Some(2);
+    let mut device = device(machine);
     let (_, reply) = send(&mut device, Ioctl::Query.code(), &request(), 1 << 16);
     let reader = QueryReader::decode(&reply).unwrap();
     let available: Vec<bool> = reader.processors().map(|r| r.available).collect();
@@ -503,19 +470,14 @@ fn query_marks_a_processor_it_cannot_reach() {
 
 #[test]
 fn a_request_while_another_runs_is_turned_away_at_once() {
-    let mut device = device(FakeProcessors::healthy(2));
+    let mut device = device(processors(2));
     let held = device.control.try_lock();
     assert!(held.is_some());
-    let mut system = vec![0u8; 64];
-    system[..8].copy_from_slice(&request());
-    let completion = device.dispatch(
-        IrpParams {
-            major: IRP_MJ_DEVICE_CONTROL,
-            code: Ioctl::Enter.code(),
-            input_length: 8,
-            output_length: 64,
-            buffer: Some(&mut system),
-        },
+    let (completion, _) = device_control(
+        &device,
+        Ioctl::Enter.code(),
+        &request(),
+        64,
         &mut Lines::default(),
     );
     assert_eq!(completion, Completion::status(STATUS_DEVICE_BUSY));
@@ -525,8 +487,8 @@ fn a_request_while_another_runs_is_turned_away_at_once() {
 
 #[test]
 fn refusals_are_logged_with_their_status() {
-    let mut device = device(FakeProcessors::healthy(1));
+    let device = device(processors(1));
     let mut lines = Lines::default();
-    send_logged(&mut device, 0x1234, &request(), 64, &mut lines);
+    device_control(&device, 0x1234, &request(), 64, &mut lines);
     assert!(lines.contains("IOCTL 0x1234 (input 8, output 64) completed with status 0xc0000010"));
 }

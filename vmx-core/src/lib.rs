@@ -13,6 +13,10 @@
 //! kernel implements the platform traits. No `unsafe`, no allocation, no
 //! `std`.
 //!
+//! For tests only, the `sim` feature adds the module `sim`: a simulated machine
+//! (processors that follow the SDM's rules, a platform, an allocator) that
+//! allocates. No product build enables it.
+//!
 //! ## Linking it into a hypervisor
 //!
 //! A platform supplies three things: a [`Cpu`] per processor (vmx-arch's
@@ -99,6 +103,9 @@
 #[cfg(test)]
 extern crate std;
 
+#[cfg(any(test, feature = "sim"))]
+extern crate alloc;
+
 pub mod capabilities;
 pub mod cpu;
 pub mod cpuid;
@@ -112,6 +119,8 @@ pub mod operation;
 pub mod platform;
 pub mod processors;
 pub mod region;
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
 pub mod vmx_basic;
 
 #[cfg(test)]

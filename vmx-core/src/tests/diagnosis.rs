@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 use std::vec::Vec;
 
 use crate::capabilities::tests::skylake_x;
-use crate::cpu::CpuidResult;
+use crate::cpu::{Cpu, CpuidResult};
 use crate::diagnosis::{MsrRead, Observation, Observe, Recorder, Verdict, diagnose};
+use crate::sim::SimCpu;
 
 /// A processor's raw values, answered like a replay: a missing CPUID leaf
 /// is "not captured", a missing MSR "not read".
@@ -25,49 +26,21 @@ fn signature_regs(text: &[u8; 12]) -> (u32, u32, u32) {
 }
 
 impl Fixture {
-    /// Bochs corei7_skylake_x in a GRUB-booted kernel.
+    /// Bochs corei7_skylake_x in a GRUB-booted kernel: the simulated
+    /// processor's CPUID and control registers, the emulator's MSRs.
     fn skylake() -> Self {
-        let (b, d, c) = signature_regs(b"GenuineIntel");
+        let mut sim = SimCpu::skylake();
         let mut f = Self::default();
-        f.cpuid.insert(
-            0,
-            CpuidResult {
-                eax: 0x16,
-                ebx: b,
-                ecx: c,
-                edx: d,
-            },
-        );
-        f.cpuid.insert(
-            1,
-            CpuidResult {
-                eax: 0x50654,
-                ebx: 0,
-                ecx: 0x77fa_f3bf,
-                edx: 0xbfeb_fbff,
-            },
-        );
-        f.cpuid.insert(
-            0x8000_0000,
-            CpuidResult {
-                eax: 0x8000_0008,
-                ..Default::default()
-            },
-        );
-        f.cpuid.insert(
-            0x8000_0008,
-            CpuidResult {
-                eax: 0x3027,
-                ..Default::default()
-            },
-        );
+        for leaf in [0, 1, 0x8000_0000, 0x8000_0008] {
+            f.cpuid.insert(leaf, sim.cpuid(leaf, 0));
+        }
         for msr in [
             0x3a, 0x480, 0x481, 0x482, 0x486, 0x487, 0x488, 0x489, 0x48b, 0x48c, 0x491,
         ] {
             f.msrs.insert(msr, skylake_x(msr));
         }
-        f.cr0 = Some(0xe000_0011);
-        f.cr4 = Some(0x20);
+        f.cr0 = Some(sim.cr0);
+        f.cr4 = Some(sim.cr4);
         f
     }
 

@@ -4,11 +4,9 @@
 //! SDM's rules).
 
 mod diagnosis;
-mod sim;
 
 use mockall::Sequence;
 use mockall::predicate::eq;
-use std::boxed::Box;
 use std::format;
 use std::vec::Vec;
 
@@ -17,13 +15,10 @@ use crate::error::{Error, Instruction};
 use crate::instruction::{VmInstructionError, VmxOutcome};
 use crate::operation::{Processor, ProcessorStatus};
 use crate::processors::{enter_all, leave_all};
-use sim::{GRUB_CR0, GRUB_CR4, Op, SimAllocator, SimCpu, SimMachine, SimPage, Step};
+use crate::sim::{self, GRUB_CR0, GRUB_CR4, Op, SimAllocator, SimCpu, SimMachine, SimPage, Step};
 
 fn page(physical_address: u64) -> SimPage {
-    SimPage {
-        physical_address,
-        bytes: Box::new([0xcc; 4096]),
-    }
+    SimPage::new(physical_address)
 }
 
 fn slots(n: usize) -> Vec<Processor<SimPage>> {
@@ -213,7 +208,7 @@ fn unlocked_feature_control_is_locked_with_vmx_enabled_after_the_checks() {
 
 #[test]
 fn a_lock_that_does_not_read_back_enabled_is_an_error_and_changes_no_register() {
-    let mut cpu = SimCpu::failing(Step::LockReadback);
+    let mut cpu = SimCpu::skylake().failing(Step::LockReadback);
     let failure = Processor::new().enter(&mut cpu, page(0x1000)).unwrap_err();
     assert_eq!(
         failure.error,
@@ -250,7 +245,7 @@ fn leaving_when_not_entered_is_refused_without_vmxoff() {
 
 #[test]
 fn cr4_vmxe_already_set_is_in_use_and_nothing_changes() {
-    let mut cpu = SimCpu::failing(Step::InUse);
+    let mut cpu = SimCpu::skylake().failing(Step::InUse);
     let before = (cpu.cr0, cpu.cr4);
     let failure = Processor::new().enter(&mut cpu, page(0x1000)).unwrap_err();
     assert_eq!(
@@ -387,6 +382,7 @@ fn expected_error(step: Step) -> Error {
         },
         Step::Allocate => Error::OutOfMemory,
         Step::RunOn => Error::ProcessorUnavailable,
+        Step::VmxoffFailValid => unreachable!("not a step of entering"),
     }
 }
 
@@ -395,14 +391,10 @@ fn a_failure_at_any_step_on_any_processor_rolls_every_processor_back() {
     let mut cases = 0;
     for count in 1..=8 {
         for failing in 0..count {
-            for step in Step::ALL {
+            for step in Step::ENTERING {
                 let mut machine = SimMachine::new(count);
                 let mut allocator = SimAllocator::default();
-                match step {
-                    Step::Allocate => allocator.fail_at = Some(failing),
-                    Step::RunOn => machine.unreachable = Some(failing),
-                    _ => machine.cpus[failing] = SimCpu::failing(step),
-                }
+                step.inject(failing, &mut machine, &mut allocator);
                 let before: Vec<_> = machine.cpus.iter().map(|c| (c.cr0, c.cr4)).collect();
                 let mut state = slots(count);
                 let error = enter_all(&mut machine, &mut allocator, &mut state).unwrap_err();
@@ -431,7 +423,7 @@ fn a_failure_at_any_step_on_any_processor_rolls_every_processor_back() {
             }
         }
     }
-    assert_eq!(cases, 36 * Step::ALL.len());
+    assert_eq!(cases, 36 * Step::ENTERING.len());
 }
 
 #[test]

@@ -3,11 +3,10 @@
 //! NTSTATUS-to-Win32 mapping in between.
 
 use super::*;
-use nt_driver::dispatch::{IRP_MJ_DEVICE_CONTROL, system_buffer_length};
-use nt_driver::fake::{FakeAllocator, FakeProcessors, Trouble};
+use nt_driver::fake::{FakeDevice, device, device_control, processors};
 use nt_driver::log::Log;
 use nt_driver::ntstatus::*;
-use nt_driver::{Control, Device, IrpParams};
+use vmx_core::sim::{SimAllocator, SimMachine, Step};
 use vmx_core::{Error, Verdict, diagnose};
 use vmx_ioctl::WireError;
 
@@ -17,7 +16,7 @@ impl Log for Quiet {
     fn log(&mut self, _args: core::fmt::Arguments<'_>) {}
 }
 
-struct Simulated(Device<FakeProcessors, FakeAllocator>);
+struct Simulated(FakeDevice);
 
 /// RtlNtStatusToDosError for the statuses the driver uses.
 fn win32(status: NtStatus) -> u32 {
@@ -40,26 +39,9 @@ impl Transport for Simulated {
         input: &[u8],
         output: &mut [u8],
     ) -> Result<usize, TransportError> {
-        let (input_length, output_length) = (input.len() as u32, output.len() as u32);
-        let length = system_buffer_length(IRP_MJ_DEVICE_CONTROL, code, input_length, output_length);
-        let mut system = vec![0u8; length.unwrap_or(0)];
-        system[..input.len()].copy_from_slice(input);
-        let completion = self.0.dispatch(
-            IrpParams {
-                major: IRP_MJ_DEVICE_CONTROL,
-                code,
-                input_length,
-                output_length,
-                buffer: length.map(|_| system.as_mut_slice()),
-            },
-            &mut Quiet,
-        );
-        let returned = if nt_error(completion.status) {
-            0
-        } else {
-            completion.information
-        };
-        output[..returned].copy_from_slice(&system[..returned]);
+        let (completion, reply) = device_control(&self.0, code, input, output.len(), &mut Quiet);
+        let returned = reply.len();
+        output[..returned].copy_from_slice(&reply);
         if nt_success(completion.status) {
             Ok(returned)
         } else {
@@ -71,15 +53,13 @@ impl Transport for Simulated {
     }
 }
 
-fn client(processors: FakeProcessors) -> Client<Simulated> {
-    Client::new(Simulated(Device::new(
-        Control::new(processors, FakeAllocator::default()).unwrap(),
-    )))
+fn client(processors: SimMachine) -> Client<Simulated> {
+    Client::new(Simulated(device(processors, SimAllocator::default())))
 }
 
 #[test]
 fn query_finds_its_size_and_diagnoses_every_processor() {
-    let mut client = client(FakeProcessors::healthy(3));
+    let mut client = client(processors(3));
     let reply = client.query().unwrap();
     let reader = QueryReader::decode(&reply).unwrap();
     let verdicts: Vec<Verdict> = reader
@@ -91,7 +71,7 @@ fn query_finds_its_size_and_diagnoses_every_processor() {
 
 #[test]
 fn on_status_off_round_trip() {
-    let mut client = client(FakeProcessors::healthy(2));
+    let mut client = client(processors(2));
     let entered = client.enter().unwrap();
     assert_eq!(entered.failure, None);
     assert_eq!(entered.entered_after, 2);
@@ -110,7 +90,9 @@ fn on_status_off_round_trip() {
 
 #[test]
 fn a_refusal_comes_back_with_the_processor_and_the_reason() {
-    let mut client = client(FakeProcessors::with_trouble(4, 2, Trouble::InUse));
+    let mut machine = processors(4);
+    Step::InUse.inject(2, &mut machine, &mut SimAllocator::default());
+    let mut client = client(machine);
     let outcome = client.enter().unwrap();
     let (processor, error) = outcome.failure.unwrap();
     assert_eq!(processor, 2);
