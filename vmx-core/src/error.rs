@@ -41,7 +41,7 @@ pub enum Error {
         vendor: Vendor,
     },
     /// CPUID.1:ECX.VMX (bit 5) is clear.
-    #[error("CPUID.1:ECX.VMX[bit 5] is clear: this processor does not offer VMX{}", match hypervisor { Some(_) => " (it is a guest of a hypervisor that does not expose nested VT-x)", None => "" })]
+    #[error("CPUID.1:ECX.VMX[bit 5] is clear: this processor does not offer VMX{}", GuestOf(*hypervisor))]
     VmxNotSupported {
         /// The hypervisor this processor is a guest of, if any.
         hypervisor: Option<Hypervisor>,
@@ -180,6 +180,21 @@ pub enum Error {
     },
 }
 
+/// " (a guest of X, which does not expose nested VT-x)", or nothing.
+struct GuestOf(Option<Hypervisor>);
+
+impl core::fmt::Display for GuestOf {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.0 {
+            Some(hypervisor) => write!(
+                f,
+                " (a guest of {hypervisor}, which does not expose nested VT-x)"
+            ),
+            None => Ok(()),
+        }
+    }
+}
+
 /// vmx-core's result type.
 pub type Result<T, E = Error> = core::result::Result<T, E>;
 
@@ -191,4 +206,37 @@ pub struct ProcessorError {
     pub processor: usize,
     /// What went wrong there.
     pub error: Error,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_the_values_that_explain_them() {
+        let guest = Error::VmxNotSupported {
+            hypervisor: Some(Hypervisor::HyperV),
+        };
+        assert_eq!(
+            std::format!("{guest}"),
+            "CPUID.1:ECX.VMX[bit 5] is clear: this processor does not offer VMX (a guest of \
+             Microsoft Hyper-V (\"Microsoft Hv\"), which does not expose nested VT-x)"
+        );
+        let bare = Error::VmxNotSupported { hypervisor: None };
+        assert!(std::format!("{bare}").ends_with("does not offer VMX"));
+        let amd = Error::NotIntel {
+            vendor: Vendor::Amd,
+        };
+        assert!(
+            std::format!("{amd}").contains("(AuthenticAMD)")
+                && std::format!("{amd}").contains("AMD-V")
+        );
+        let at = ProcessorError {
+            processor: 3,
+            error: Error::VmFailInvalid {
+                instruction: Instruction::Vmxon,
+            },
+        };
+        assert!(std::format!("{at}").starts_with("processor 3: VMXON failed with VMfailInvalid"));
+    }
 }
