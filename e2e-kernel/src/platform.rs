@@ -1,73 +1,15 @@
 //! vmx-core's view of this machine: [`vmx_core::Processors`] over the
 //! started processors, each running work with its real CPU (vmx-arch's
 //! [`RealCpu`]), optionally with a fault injected on one processor
-//! (vmx-core's [`Injecting`]), and a tally of the VMXON and VMXOFF
-//! instructions that succeeded, so that the report can say how many
-//! processors entered and left.
+//! (vmx-core's [`Injecting`]), and every privileged operation counted
+//! (vmx-core's [`Counting`]), so that the report can say how many
+//! processors entered and left and what it cost.
 
 use vmx_arch::RealCpu;
 use vmx_core::inject::{Injecting, Injection};
-use vmx_core::{Cpu, CpuidResult, Fault, ProcessorUnavailable, Processors, VmxOutcome};
+use vmx_core::{Counting, OperationCounts, ProcessorUnavailable, Processors};
 
 use crate::smp;
-
-/// Successful VMX instructions, counted across all processors.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Tally {
-    /// VMXONs that succeeded: processors that entered VMX operation.
-    pub entered: usize,
-    /// VMXOFFs that succeeded: processors that left it.
-    pub left: usize,
-}
-
-/// A [`Cpu`] that counts the VMXON and VMXOFF successes of another.
-#[derive(Debug)]
-pub struct TallyingCpu<C> {
-    inner: C,
-    tally: Tally,
-}
-
-impl<C: Cpu> Cpu for TallyingCpu<C> {
-    fn cpuid(&mut self, leaf: u32, subleaf: u32) -> CpuidResult {
-        self.inner.cpuid(leaf, subleaf)
-    }
-
-    fn read_msr(&mut self, msr: u32) -> Result<u64, Fault> {
-        self.inner.read_msr(msr)
-    }
-
-    fn write_msr(&mut self, msr: u32, value: u64) -> Result<(), Fault> {
-        self.inner.write_msr(msr, value)
-    }
-
-    fn read_cr0(&mut self) -> u64 {
-        self.inner.read_cr0()
-    }
-
-    fn write_cr0(&mut self, value: u64) {
-        self.inner.write_cr0(value);
-    }
-
-    fn read_cr4(&mut self) -> u64 {
-        self.inner.read_cr4()
-    }
-
-    fn write_cr4(&mut self, value: u64) {
-        self.inner.write_cr4(value);
-    }
-
-    fn vmxon(&mut self, region: u64) -> Result<VmxOutcome, Fault> {
-        let outcome = self.inner.vmxon(region);
-        self.tally.entered += usize::from(outcome == Ok(VmxOutcome::Succeed));
-        outcome
-    }
-
-    fn vmxoff(&mut self) -> Result<VmxOutcome, Fault> {
-        let outcome = self.inner.vmxoff();
-        self.tally.left += usize::from(outcome == Ok(VmxOutcome::Succeed));
-        outcome
-    }
-}
 
 /// The started processors as vmx-core's platform.
 #[derive(Debug)]
@@ -75,7 +17,7 @@ pub struct VmxProcessors<'a> {
     processors: &'a mut smp::Processors,
     /// The processor to break, and how.
     injection: Option<(usize, Injection)>,
-    tally: Tally,
+    counts: OperationCounts,
 }
 
 impl<'a> VmxProcessors<'a> {
@@ -84,7 +26,7 @@ impl<'a> VmxProcessors<'a> {
         Self {
             processors,
             injection: None,
-            tally: Tally::default(),
+            counts: OperationCounts::default(),
         }
     }
 
@@ -93,14 +35,14 @@ impl<'a> VmxProcessors<'a> {
         self.injection = Some((index, injection));
     }
 
-    /// The VMX instructions that succeeded so far.
-    pub fn tally(&self) -> Tally {
-        self.tally
+    /// The privileged operations run so far, on every processor together.
+    pub fn counts(&self) -> OperationCounts {
+        self.counts
     }
 }
 
 impl Processors for VmxProcessors<'_> {
-    type Cpu = TallyingCpu<Injecting<RealCpu>>;
+    type Cpu = Counting<Injecting<RealCpu>>;
 
     fn count(&self) -> usize {
         self.processors.count()
@@ -115,7 +57,7 @@ impl Processors for VmxProcessors<'_> {
             Some((target, injection)) if target == index => injection,
             _ => Injection::None,
         };
-        let mut tally = Tally::default();
+        let mut counts = OperationCounts::default();
         self.processors
             .run_on(index, &mut || {
                 // SAFETY: the kernel runs at CPL 0 with interrupts disabled;
@@ -123,16 +65,12 @@ impl Processors for VmxProcessors<'_> {
                 // this processor, and nothing else touches its CR0, CR4 or
                 // VMX state meanwhile.
                 let real = unsafe { RealCpu::new() };
-                let mut cpu = TallyingCpu {
-                    inner: Injecting::new(real, injection),
-                    tally: Tally::default(),
-                };
+                let mut cpu = Counting::new(Injecting::new(real, injection));
                 work(&mut cpu);
-                tally = cpu.tally;
+                counts = cpu.counts();
             })
             .map_err(|smp::NoSuchProcessor| ProcessorUnavailable)?;
-        self.tally.entered += tally.entered;
-        self.tally.left += tally.left;
+        self.counts += counts;
         Ok(())
     }
 }

@@ -269,15 +269,25 @@ impl Test<'_> {
             fail!("the diagnosis is {verdict}, expected {expect}");
         }
         if verdict == Verdict::Ready {
+            let before = self.platform.counts();
             let entered = self
                 .enter_all()
                 .unwrap_or_else(|error| fail!("entering VMX operation: {error}"));
             println!("entered VMX operation on {entered} processors");
+            println!(
+                "privileged operations to enter, all processors: {}",
+                self.platform.counts() - before
+            );
             self.registers("in VMX operation");
+            let before = self.platform.counts();
             let left = self
                 .leave_all()
                 .unwrap_or_else(|error| fail!("leaving VMX operation: {error}"));
             println!("left VMX operation on {left} processors");
+            println!(
+                "privileged operations to leave, all processors: {}",
+                self.platform.counts() - before
+            );
             return;
         }
         match self.enter_all() {
@@ -311,17 +321,17 @@ impl Test<'_> {
             ),
             Err(error) => fail!("entering failed with \"{error}\", expected \"{expected}\""),
         }
-        let tally = self.platform.tally();
-        if tally.entered != target || tally.left != target {
+        let counts = self.platform.counts();
+        if counts.vmxon_succeeded != target || counts.vmxoff_succeeded != target {
             fail!(
                 "{} processors entered and {} left; expected the {target} before processor {target} to enter and leave",
-                tally.entered,
-                tally.left
+                counts.vmxon_succeeded,
+                counts.vmxoff_succeeded
             );
         }
         println!(
             "rolled back: {} processors entered and left again",
-            tally.left
+            counts.vmxoff_succeeded
         );
     }
 
@@ -434,7 +444,7 @@ impl Test<'_> {
         if self.pool.in_use() != 0 {
             fail!("{} VMXON region pages were not freed", self.pool.in_use());
         }
-        let tally = self.platform.tally();
+        let counts = self.platform.counts();
         println!(
             "CR0 and CR4 equal before and after on every processor; \
              IA32_FEATURE_CONTROL as expected; every page freed"
@@ -442,8 +452,8 @@ impl Test<'_> {
         exit::pass(format_args!(
             "{name} processors={} entered={} left={}",
             self.count(),
-            tally.entered,
-            tally.left
+            counts.vmxon_succeeded,
+            counts.vmxoff_succeeded
         ))
     }
 }

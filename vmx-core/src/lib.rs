@@ -107,6 +107,7 @@ extern crate std;
 extern crate alloc;
 
 pub mod capabilities;
+pub mod counting;
 pub mod cpu;
 pub mod cpuid;
 pub mod diagnosis;
@@ -127,6 +128,7 @@ pub mod vmx_basic;
 mod tests;
 
 pub use capabilities::{Capabilities, ControlMsr, VmxCapabilities};
+pub use counting::{Counting, OperationCounts};
 #[cfg(any(test, feature = "mock"))]
 pub use cpu::MockCpu;
 pub use cpu::{Cpu, CpuidResult, Fault};

@@ -580,3 +580,49 @@ fn entering_costs_each_msr_read_once_and_each_control_register_read_once() {
         "VMXOFF, CR4 read+write, CR0 read+write"
     );
 }
+
+/// The same figures through the reusable counting wrapper, which the e2e
+/// kernel also uses on emulated processors.
+#[test]
+fn a_counting_cpu_measures_entering_and_leaving() {
+    use crate::counting::{Counting, OperationCounts};
+    let mut cpu = Counting::new(SimCpu::skylake());
+    let mut processor = Processor::new();
+    processor.enter(&mut cpu, page(0x1000)).unwrap();
+    let entering = OperationCounts {
+        cpuid: 4,
+        rdmsr: 6,
+        cr0_reads: 1,
+        cr0_writes: 1,
+        cr4_reads: 1,
+        cr4_writes: 1,
+        vmxon: 1,
+        vmxon_succeeded: 1,
+        ..OperationCounts::default()
+    };
+    assert_eq!(cpu.counts(), entering);
+    assert_eq!(cpu.counts().total(), 15);
+    assert_eq!(
+        std::format!("{}", cpu.counts()),
+        "15 (4 CPUID, 6 RDMSR, 0 WRMSR, CR0 1 read 1 write, CR4 1 read 1 write, 1 VMXON, 0 VMXOFF)"
+    );
+    processor.leave(&mut cpu).unwrap();
+    assert_eq!(cpu.counts().total(), 15 + 5);
+    assert_eq!(
+        (cpu.counts() - entering).total(),
+        5,
+        "VMXOFF, CR4 read+write, CR0 read+write"
+    );
+    assert_eq!((cpu.counts().vmxoff, cpu.counts().vmxoff_succeeded), (1, 1));
+
+    // An unlocked IA32_FEATURE_CONTROL adds the lock and its read-back.
+    let mut sim = SimCpu::skylake();
+    sim.feature_control = 0;
+    let mut cpu = Counting::new(sim);
+    Processor::new().enter(&mut cpu, page(0x1000)).unwrap();
+    assert_eq!(
+        (cpu.counts().rdmsr, cpu.counts().wrmsr, cpu.counts().total()),
+        (7, 1, 17)
+    );
+    assert_eq!(cpu.into_inner().feature_control, 0x5);
+}

@@ -1,0 +1,199 @@
+//! A [`Cpu`] wrapper that counts the privileged operations another performs:
+//! the measure of what entering and leaving VMX operation costs, on any
+//! backend (the simulated processor, an emulated one, real hardware).
+
+use crate::cpu::{Cpu, CpuidResult, Fault};
+use crate::instruction::VmxOutcome;
+
+/// How many of each privileged operation ran.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct OperationCounts {
+    /// CPUID.
+    pub cpuid: usize,
+    /// RDMSR.
+    pub rdmsr: usize,
+    /// WRMSR.
+    pub wrmsr: usize,
+    /// MOV from CR0.
+    pub cr0_reads: usize,
+    /// MOV to CR0.
+    pub cr0_writes: usize,
+    /// MOV from CR4.
+    pub cr4_reads: usize,
+    /// MOV to CR4.
+    pub cr4_writes: usize,
+    /// VMXON, whatever its outcome.
+    pub vmxon: usize,
+    /// VMXON that succeeded: the processor entered VMX operation.
+    pub vmxon_succeeded: usize,
+    /// VMXOFF, whatever its outcome.
+    pub vmxoff: usize,
+    /// VMXOFF that succeeded: the processor left VMX operation.
+    pub vmxoff_succeeded: usize,
+}
+
+impl OperationCounts {
+    /// Every operation, added up.
+    #[must_use]
+    pub const fn total(&self) -> usize {
+        self.cpuid
+            + self.rdmsr
+            + self.wrmsr
+            + self.cr0_reads
+            + self.cr0_writes
+            + self.cr4_reads
+            + self.cr4_writes
+            + self.vmxon
+            + self.vmxoff
+    }
+}
+
+impl core::ops::Sub for OperationCounts {
+    type Output = Self;
+
+    /// The operations between two readings (`later - earlier`).
+    fn sub(self, earlier: Self) -> Self {
+        Self {
+            cpuid: self.cpuid.saturating_sub(earlier.cpuid),
+            rdmsr: self.rdmsr.saturating_sub(earlier.rdmsr),
+            wrmsr: self.wrmsr.saturating_sub(earlier.wrmsr),
+            cr0_reads: self.cr0_reads.saturating_sub(earlier.cr0_reads),
+            cr0_writes: self.cr0_writes.saturating_sub(earlier.cr0_writes),
+            cr4_reads: self.cr4_reads.saturating_sub(earlier.cr4_reads),
+            cr4_writes: self.cr4_writes.saturating_sub(earlier.cr4_writes),
+            vmxon: self.vmxon.saturating_sub(earlier.vmxon),
+            vmxon_succeeded: self.vmxon_succeeded.saturating_sub(earlier.vmxon_succeeded),
+            vmxoff: self.vmxoff.saturating_sub(earlier.vmxoff),
+            vmxoff_succeeded: self
+                .vmxoff_succeeded
+                .saturating_sub(earlier.vmxoff_succeeded),
+        }
+    }
+}
+
+impl core::fmt::Display for OperationCounts {
+    /// `15 (4 CPUID, 6 RDMSR, 0 WRMSR, CR0 1 read 1 write, CR4 1 read 1
+    /// write, 1 VMXON, 0 VMXOFF)`.
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "{} ({} CPUID, {} RDMSR, {} WRMSR, CR0 {} read {} write, CR4 {} read {} write, {} VMXON, {} VMXOFF)",
+            self.total(),
+            self.cpuid,
+            self.rdmsr,
+            self.wrmsr,
+            self.cr0_reads,
+            self.cr0_writes,
+            self.cr4_reads,
+            self.cr4_writes,
+            self.vmxon,
+            self.vmxoff
+        )
+    }
+}
+
+impl core::ops::AddAssign for OperationCounts {
+    fn add_assign(&mut self, other: Self) {
+        self.cpuid += other.cpuid;
+        self.rdmsr += other.rdmsr;
+        self.wrmsr += other.wrmsr;
+        self.cr0_reads += other.cr0_reads;
+        self.cr0_writes += other.cr0_writes;
+        self.cr4_reads += other.cr4_reads;
+        self.cr4_writes += other.cr4_writes;
+        self.vmxon += other.vmxon;
+        self.vmxon_succeeded += other.vmxon_succeeded;
+        self.vmxoff += other.vmxoff;
+        self.vmxoff_succeeded += other.vmxoff_succeeded;
+    }
+}
+
+/// A [`Cpu`] that counts what another does and passes everything through.
+#[derive(Debug)]
+pub struct Counting<C> {
+    inner: C,
+    counts: OperationCounts,
+}
+
+impl<C: Cpu> Counting<C> {
+    /// Counts the operations of `inner`, from zero.
+    pub const fn new(inner: C) -> Self {
+        Self {
+            inner,
+            counts: OperationCounts {
+                cpuid: 0,
+                rdmsr: 0,
+                wrmsr: 0,
+                cr0_reads: 0,
+                cr0_writes: 0,
+                cr4_reads: 0,
+                cr4_writes: 0,
+                vmxon: 0,
+                vmxon_succeeded: 0,
+                vmxoff: 0,
+                vmxoff_succeeded: 0,
+            },
+        }
+    }
+
+    /// The counts so far.
+    pub const fn counts(&self) -> OperationCounts {
+        self.counts
+    }
+
+    /// The wrapped CPU.
+    pub fn into_inner(self) -> C {
+        self.inner
+    }
+}
+
+impl<C: Cpu> Cpu for Counting<C> {
+    fn cpuid(&mut self, leaf: u32, subleaf: u32) -> CpuidResult {
+        self.counts.cpuid += 1;
+        self.inner.cpuid(leaf, subleaf)
+    }
+
+    fn read_msr(&mut self, msr: u32) -> Result<u64, Fault> {
+        self.counts.rdmsr += 1;
+        self.inner.read_msr(msr)
+    }
+
+    fn write_msr(&mut self, msr: u32, value: u64) -> Result<(), Fault> {
+        self.counts.wrmsr += 1;
+        self.inner.write_msr(msr, value)
+    }
+
+    fn read_cr0(&mut self) -> u64 {
+        self.counts.cr0_reads += 1;
+        self.inner.read_cr0()
+    }
+
+    fn write_cr0(&mut self, value: u64) {
+        self.counts.cr0_writes += 1;
+        self.inner.write_cr0(value);
+    }
+
+    fn read_cr4(&mut self) -> u64 {
+        self.counts.cr4_reads += 1;
+        self.inner.read_cr4()
+    }
+
+    fn write_cr4(&mut self, value: u64) {
+        self.counts.cr4_writes += 1;
+        self.inner.write_cr4(value);
+    }
+
+    fn vmxon(&mut self, region: u64) -> Result<VmxOutcome, Fault> {
+        self.counts.vmxon += 1;
+        let outcome = self.inner.vmxon(region);
+        self.counts.vmxon_succeeded += usize::from(outcome == Ok(VmxOutcome::Succeed));
+        outcome
+    }
+
+    fn vmxoff(&mut self) -> Result<VmxOutcome, Fault> {
+        self.counts.vmxoff += 1;
+        let outcome = self.inner.vmxoff();
+        self.counts.vmxoff_succeeded += usize::from(outcome == Ok(VmxOutcome::Succeed));
+        outcome
+    }
+}
