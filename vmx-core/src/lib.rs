@@ -100,7 +100,9 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-#[cfg(test)]
+// mockall's generated code names `std`; the `mock` feature is for other
+// crates' tests, never a no_std build.
+#[cfg(any(test, feature = "mock"))]
 extern crate std;
 
 #[cfg(any(test, feature = "sim"))]

@@ -65,6 +65,10 @@ pub fn run(args: &[String]) -> Result<()> {
         )?;
     }
     step(
+        "vmx-core's test aids for other crates (mock, sim)",
+        cargo().args(["build", "-p", "vmx-core", "--features", "mock,sim"]),
+    )?;
+    step(
         "vmx-arch with fault recovery for x86_64-unknown-none",
         cargo().args([
             "build",
