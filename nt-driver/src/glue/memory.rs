@@ -66,7 +66,8 @@ impl PageAllocator for ContiguousAllocator {
 
     fn free(&mut self, page: ContiguousPage) {
         // SAFETY: allocated by MmAllocateContiguousMemorySpecifyCache above
-        // and given back exactly once (vmx-core's contract).
+        // and given back exactly once (vmx-core's contract); PASSIVE_LEVEL,
+        // which MmFreeContiguousMemory requires (IOCTL and unload paths).
         unsafe { MmFreeContiguousMemory(page.virtual_address.as_ptr().cast()) };
     }
 }
