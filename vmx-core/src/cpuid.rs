@@ -409,14 +409,15 @@ impl core::fmt::Debug for BrandString {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn regs(eax: u32, ebx: u32, ecx: u32, edx: u32) -> CpuidResult {
         CpuidResult { eax, ebx, ecx, edx }
     }
 
-    fn leaf0(max: u32, vendor: &[u8; 12]) -> CpuidResult {
+    /// Leaf 0 answering `max` and `vendor` (EBX, EDX, ECX order).
+    pub(crate) fn leaf0(max: u32, vendor: &[u8; 12]) -> CpuidResult {
         let word = |i: usize| u32::from_le_bytes(vendor[i..i + 4].try_into().unwrap());
         regs(max, word(0), word(8), word(4))
     }

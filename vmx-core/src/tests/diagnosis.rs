@@ -6,6 +6,7 @@ use std::vec::Vec;
 
 use crate::capabilities::tests::skylake_x;
 use crate::cpu::{Cpu, CpuidResult};
+use crate::cpuid::tests::leaf0;
 use crate::diagnosis::{MsrRead, Observation, Observe, Recorder, Verdict, diagnose};
 use crate::sim::SimCpu;
 
@@ -18,11 +19,6 @@ struct Fixture {
     cr0: Option<u64>,
     cr4: Option<u64>,
     asked: Vec<u32>,
-}
-
-fn signature_regs(text: &[u8; 12]) -> (u32, u32, u32) {
-    let w = |i: usize| u32::from_le_bytes(text[i..i + 4].try_into().unwrap());
-    (w(0), w(4), w(8))
 }
 
 impl Fixture {
@@ -49,17 +45,8 @@ impl Fixture {
     /// there, under an Intel vendor string (that machine itself is an AMD
     /// guest, see `this_machine_is_an_amd_kvm_guest`).
     fn kvm_guest_without_vmx() -> Self {
-        let (b, d, c) = signature_regs(b"GenuineIntel");
         let mut f = Self::default();
-        f.cpuid.insert(
-            0,
-            CpuidResult {
-                eax: 0x10,
-                ebx: b,
-                ecx: c,
-                edx: d,
-            },
-        );
+        f.cpuid.insert(0, leaf0(0x10, b"GenuineIntel"));
         f.cpuid.insert(
             1,
             CpuidResult {
@@ -122,16 +109,7 @@ fn bochs_skylake_x_is_ready_with_its_capabilities() {
 fn each_verdict_from_the_value_that_decides_it() {
     let amd = {
         let mut f = Fixture::skylake();
-        let (b, d, c) = signature_regs(b"AuthenticAMD");
-        f.cpuid.insert(
-            0,
-            CpuidResult {
-                eax: 0x10,
-                ebx: b,
-                ecx: c,
-                edx: d,
-            },
-        );
+        f.cpuid.insert(0, leaf0(0x10, b"AuthenticAMD"));
         f
     };
     let no_vmx = {
