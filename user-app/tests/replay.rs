@@ -151,10 +151,12 @@ const FIXTURES: &[Fixture] = &[
     ),
     fixture("skylake-x-in-use.json", "in-use", 1, SKYLAKE_X, None),
     fixture("skylake-x-undetermined.json", "undetermined", 2, &[], None),
+    // A processor that reports VMX and faults on IA32_FEATURE_CONTROL: its
+    // own report rules VMXON out (Linux treats it as VMX unusable).
     fixture(
         "skylake-x-feature-control-faulted.json",
-        "undetermined",
-        2,
+        "vmx-unusable",
+        1,
         &[],
         None,
     ),
