@@ -862,6 +862,10 @@ fn refusal_matches(verdict: Verdict, error: Error) -> bool {
             )
         }
         Verdict::InUse => matches!(error, Error::InUse { .. }),
+        // vmx-core's own mapping: a refusal that is none of the above.
+        Verdict::VmxUnusable => {
+            Verdict::of(&vmx_core::Decision::Refuse(error), None) == Verdict::VmxUnusable
+        }
         Verdict::Undetermined | Verdict::Ready => false,
     }
 }

@@ -37,7 +37,8 @@ pub const fn exit_code(verdict: Verdict) -> u8 {
         | Verdict::NestedUnavailable
         | Verdict::NoVmx
         | Verdict::DisabledByFirmware
-        | Verdict::InUse => 1,
+        | Verdict::InUse
+        | Verdict::VmxUnusable => 1,
     }
 }
 

@@ -14,8 +14,10 @@
 //! current-VMCS pointer as the SDM's "Conventions" need it: VMXON leaves it
 //! invalid, VMPTRLD sets it, VMCLEAR of the current VMCS makes it invalid
 //! again, and a VMfail is VMfailValid (ZF, an error number) only while it
-//! is valid, VMfailInvalid (CF) otherwise. (The simulation has no memory:
-//! VMPTRLD does not check the region's revision identifier.) An operation that real hardware would fault
+//! is valid, VMfailInvalid (CF) otherwise, so VMXON in VMX root operation
+//! without a VMPTRLD since is VMfailInvalid. (The simulation has no memory:
+//! VMPTRLD does not check the region's revision identifier.) An operation
+//! that real hardware would fault
 //! on (WRMSR to a locked IA32_FEATURE_CONTROL, CR4.VMXE set without VMX,
 //! CR0 or CR4 leaving the fixed bits inside VMX operation) is recorded in
 //! [`SimCpu::violations`], which tests assert stays empty; giving back a
@@ -199,6 +201,15 @@ pub struct SimCpu {
     pub basic: u64,
     /// The physical-address width `CPUID.80000008H:EAX[7:0]` reports.
     pub physical_address_width: u8,
+    /// CPUID.1:ECX.SMX (bit 6): Safer Mode Extensions.
+    pub smx: bool,
+    /// IA32_VMX_CR0_FIXED0 and IA32_VMX_CR0_FIXED1.
+    pub cr0_fixed: (u64, u64),
+    /// IA32_VMX_CR4_FIXED0 and IA32_VMX_CR4_FIXED1.
+    pub cr4_fixed: (u64, u64),
+    /// MSRs whose RDMSR raises #GP although the model has them (a broken
+    /// nested hypervisor).
+    pub faulting_msrs: Vec<u32>,
     /// In VMX operation.
     pub in_vmx: bool,
     /// The VMXON pointer while in VMX operation.
@@ -234,6 +245,10 @@ impl SimCpu {
             cr4,
             basic: BASIC,
             physical_address_width: 39,
+            smx: false,
+            cr0_fixed: CR0_FIXED,
+            cr4_fixed: CR4_FIXED,
+            faulting_msrs: Vec::new(),
             in_vmx: false,
             region: None,
             current_vmcs: None,
@@ -324,7 +339,8 @@ impl Cpu for SimCpu {
             1 => CpuidResult {
                 eax: 0x50654,
                 ebx: 0,
-                ecx: if self.vmx { 0x77fa_f3bf } else { 0x77fa_f39f },
+                ecx: (0x77fa_f39f | (u32::from(self.vmx) << 5)) & !(1 << 6)
+                    | (u32::from(self.smx) << 6),
                 edx: 0xbfeb_fbff,
             },
             0x8000_0000 => CpuidResult {
@@ -342,16 +358,19 @@ impl Cpu for SimCpu {
     fn read_msr(&mut self, msr: u32) -> Result<u64, Fault> {
         self.ops.push(Op::ReadMsr(msr));
         let gp = Err(Fault::GeneralProtection);
+        if self.faulting_msrs.contains(&msr) {
+            return gp;
+        }
         match msr {
             0x3a if self.fails(Step::FeatureControlRead) => gp,
             0x3a => Ok(self.feature_control),
             0x480 if self.fails(Step::BasicRead) => gp,
             0x480 => Ok(self.basic),
             0x486..=0x489 if self.fails(Step::FixedBitsRead) => gp,
-            0x486 => Ok(CR0_FIXED.0),
-            0x487 => Ok(CR0_FIXED.1),
-            0x488 => Ok(CR4_FIXED.0),
-            0x489 => Ok(CR4_FIXED.1),
+            0x486 => Ok(self.cr0_fixed.0),
+            0x487 => Ok(self.cr0_fixed.1),
+            0x488 => Ok(self.cr4_fixed.0),
+            0x489 => Ok(self.cr4_fixed.1),
             0x481..=0x485 | 0x48a | 0x48d..=0x490 => Ok(CONTROLS),
             _ => gp,
         }
@@ -372,6 +391,11 @@ impl Cpu for SimCpu {
         if self.fails(Step::LockWrite) {
             return Err(Fault::GeneralProtection);
         }
+        if value & 0x2 != 0 && !self.smx {
+            self.violations
+                .push("IA32_FEATURE_CONTROL bit 1 set on a processor without SMX (#GP)");
+            return Err(Fault::GeneralProtection);
+        }
         if value & 1 != 0 && value & 0x6 == 0 {
             self.violations
                 .push("IA32_FEATURE_CONTROL locked without enabling VMX");
@@ -389,7 +413,7 @@ impl Cpu for SimCpu {
 
     fn write_cr0(&mut self, value: u64) {
         self.ops.push(Op::WriteCr0);
-        if self.in_vmx && !within(CR0_FIXED, value) {
+        if self.in_vmx && !within(self.cr0_fixed, value) {
             self.violations
                 .push("CR0 left the fixed bits in VMX operation (#GP)");
             return;
@@ -413,7 +437,7 @@ impl Cpu for SimCpu {
                 .push("CR4.VMXE cleared in VMX operation (#GP)");
             return;
         }
-        if self.in_vmx && !within(CR4_FIXED, value) {
+        if self.in_vmx && !within(self.cr4_fixed, value) {
             self.violations
                 .push("CR4 left the fixed bits in VMX operation (#GP)");
             return;
@@ -427,9 +451,11 @@ impl Cpu for SimCpu {
             return Err(Fault::InvalidOpcode);
         }
         if self.in_vmx {
+            // VMfail(15): VMfailValid only with a current VMCS, and VMXON
+            // leaves the current-VMCS pointer invalid.
             return Ok(self.vmfail(VmInstructionError::VmxonInVmxRoot));
         }
-        let fixed_ok = within(CR0_FIXED, self.cr0) && within(CR4_FIXED, self.cr4);
+        let fixed_ok = within(self.cr0_fixed, self.cr0) && within(self.cr4_fixed, self.cr4);
         if !fixed_ok || self.feature_control & 0x5 != 0x5 {
             return Err(Fault::GeneralProtection);
         }
