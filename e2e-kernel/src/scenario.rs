@@ -65,8 +65,10 @@ pub enum Scenario {
     /// outside IA32_VMX_CR0_FIXED0), caught through the exception table.
     Cr0Ne,
     /// IA32_FEATURE_CONTROL is unlocked (SeaBIOS) and reads as locked and
-    /// enabled on the last processor, which VMXON finds otherwise: #GP; the
-    /// MSR stays unlocked there.
+    /// enabled on the last processor, which VMXON finds otherwise: #GP.
+    /// Then the lock there loses its bit (VMX enabled, unlocked): vmx-core's
+    /// read-back catches it, and VMXON past that check raises #GP again.
+    /// The MSR stays unlocked there (0x4).
     VmxonUnlocked,
     /// IA32_FEATURE_CONTROL is unlocked (SeaBIOS) and the last processor's
     /// lock keeps only the lock bit: vmx-core's read-back catches it;
@@ -212,9 +214,17 @@ impl Scenario {
             Self::Cr0Ne => test.injected_failure(Injection::DropCr0Ne, vmxon_gp),
             Self::VmxonUnlocked => {
                 test.injected_failure(Injection::FeatureControlReadsEnabled, vmxon_gp);
+                test.injected_failure(
+                    Injection::DropLock,
+                    Error::FeatureControlNotLocked {
+                        written: LOCKED_FOR_VMX,
+                        read: FeatureControlFlags::VMX_OUTSIDE_SMX.bits(),
+                    },
+                );
+                test.injected_failure(Injection::FeatureControlReadsEnabled, vmxon_gp);
                 rule = FeatureControlRule::LockedExcept {
                     processor: target,
-                    value: 0,
+                    value: FeatureControlFlags::VMX_OUTSIDE_SMX.bits(),
                 };
             }
             Self::LockAlone => {

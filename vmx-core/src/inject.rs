@@ -39,6 +39,10 @@ pub enum Injection {
     /// of a well-known tutorial: VMX is locked off until reset. vmx-core's
     /// read-back must catch it; any later WRMSR to the MSR raises #GP.
     LockAlone,
+    /// Writes to IA32_FEATURE_CONTROL lose the lock bit: VMX stays enabled
+    /// but unlocked. vmx-core's read-back must catch it; VMXON past that
+    /// check raises #GP.
+    DropLock,
     /// VMXON's operand is the region's address plus one: VMXON must fail
     /// with VMfailInvalid. (Bypasses the alignment check.)
     MisalignVmxon,
@@ -63,13 +67,14 @@ pub enum Injection {
 impl Injection {
     /// The injections [`Injection::from_name`] parses: every one without a
     /// value.
-    pub const NAMED: [Self; 10] = [
+    pub const NAMED: [Self; 11] = [
         Self::None,
         Self::WrongRevisionId,
         Self::DropVmxe,
         Self::DropCr0Ne,
         Self::FeatureControlReadsEnabled,
         Self::LockAlone,
+        Self::DropLock,
         Self::MisalignVmxon,
         Self::VmxonBeyondWidth,
         Self::HideVmxe,
@@ -88,6 +93,7 @@ impl Injection {
 
     /// The injection's name: `none`, `wrong-revision-id`, `drop-vmxe`,
     /// `drop-cr0-ne`, `feature-control-reads-enabled`, `lock-alone`,
+    /// `drop-lock`,
     /// `misalign-vmxon`, `vmxon-beyond-width`, `hide-vmxe`, `leave-first`,
     /// `redirect-vmclear`.
     #[must_use]
@@ -99,6 +105,7 @@ impl Injection {
             Self::DropCr0Ne => "drop-cr0-ne",
             Self::FeatureControlReadsEnabled => "feature-control-reads-enabled",
             Self::LockAlone => "lock-alone",
+            Self::DropLock => "drop-lock",
             Self::MisalignVmxon => "misalign-vmxon",
             Self::VmxonBeyondWidth => "vmxon-beyond-width",
             Self::HideVmxe => "hide-vmxe",
@@ -157,10 +164,14 @@ impl<C: Cpu> Cpu for Injecting<C> {
     }
 
     fn write_msr(&mut self, msr: u32, value: u64) -> Result<(), Fault> {
-        let value = if self.injection == Injection::LockAlone && msr == IA32_FEATURE_CONTROL {
-            value & FeatureControlFlags::LOCK.bits()
-        } else {
-            value
+        let value = match self.injection {
+            Injection::LockAlone if msr == IA32_FEATURE_CONTROL => {
+                value & FeatureControlFlags::LOCK.bits()
+            }
+            Injection::DropLock if msr == IA32_FEATURE_CONTROL => {
+                value & !FeatureControlFlags::LOCK.bits()
+            }
+            _ => value,
         };
         self.inner.write_msr(msr, value)
     }
@@ -308,6 +319,27 @@ mod tests {
             sim.write_msr(IA32_FEATURE_CONTROL, 0x5),
             Err(Fault::GeneralProtection)
         );
+    }
+
+    #[test]
+    fn a_lock_that_loses_its_bit_is_caught_and_vmxon_unlocked_raises_gp() {
+        let mut unlocked = SimCpu::skylake();
+        unlocked.feature_control = 0;
+        let (error, sim) = enter_with(unlocked, Injection::DropLock);
+        assert_eq!(
+            error,
+            Error::FeatureControlNotLocked {
+                written: 0x5,
+                read: 0x4
+            }
+        );
+        assert_eq!(sim.count(Op::Vmxon), 0);
+        let (error, mut sim) = enter_with(sim, Injection::FeatureControlReadsEnabled);
+        assert_eq!(error, vmxon_fault(Fault::GeneralProtection));
+        assert_eq!(sim.feature_control, 0x4, "enabled, never locked");
+        // Still unlocked: it can be locked now.
+        assert_eq!(sim.write_msr(IA32_FEATURE_CONTROL, 0x5), Ok(()));
+        assert!(sim.violations.is_empty(), "{:?}", sim.violations);
     }
 
     #[test]

@@ -89,7 +89,8 @@ pub enum Scenario {
     /// #GP from VMXON with CR0.NE clear on the last processor.
     Cr0Ne,
     /// #GP from VMXON with IA32_FEATURE_CONTROL unlocked (SeaBIOS) on the
-    /// last processor; it stays unlocked there.
+    /// last processor, first 0x0, then 0x4 (VMX enabled, the lock lost and
+    /// caught by vmx-core's read-back); it stays unlocked there.
     VmxonUnlocked,
     /// The lock bit written alone on the last processor (SeaBIOS): caught
     /// by vmx-core's read-back, entering refused after, VMXON past the
