@@ -118,6 +118,22 @@ impl MachineReport {
         )
     }
 
+    /// The notes: the front end's, then each break of the SDM's rules for
+    /// the capability MSRs that vmx-core found (once, however many
+    /// processors report it). They never decide the verdict.
+    fn all_notes(&self) -> Vec<String> {
+        let mut notes = self.notes.clone();
+        for (_, report) in &self.cpus {
+            for note in report.capability_notes() {
+                let text = format!("capability MSRs: {note}");
+                if !notes.contains(&text) {
+                    notes.push(text);
+                }
+            }
+        }
+        notes
+    }
+
     /// The report as one `vmx-report/1` JSON object.
     #[must_use]
     pub fn to_json(&self) -> Value {
@@ -133,7 +149,7 @@ impl MachineReport {
             "hypervisor_name": hypervisor.map(|h| h.name()),
             "capabilities": sorted_names(self.capabilities()),
             "source": self.source,
-            "notes": self.notes,
+            "notes": self.all_notes(),
             "cpus": self.cpus.iter().map(|(cpu, r)| cpu_json(*cpu, r)).collect::<Vec<_>>(),
         })
     }
@@ -196,7 +212,7 @@ impl MachineReport {
             );
         }
         field(&mut out, "source", &self.source);
-        for note in &self.notes {
+        for note in &self.all_notes() {
             field(&mut out, "note", note);
         }
         out.push('\n');

@@ -109,6 +109,7 @@ extern crate std;
 extern crate alloc;
 
 pub mod capabilities;
+pub mod conformance;
 pub mod counting;
 pub mod cpu;
 pub mod cpuid;
@@ -131,6 +132,7 @@ pub mod vmx_basic;
 mod tests;
 
 pub use capabilities::{Capabilities, ControlMsr, VmxCapabilities};
+pub use conformance::Nonconformance;
 pub use counting::{Counting, OperationCounts};
 #[cfg(any(test, feature = "mock"))]
 pub use cpu::MockCpu;
