@@ -167,11 +167,14 @@ fn processors_named(cpus: &[u32]) -> String {
     }
 }
 
+/// Distinct values, each with the processors that have it.
+type Groups<K> = Vec<(K, Vec<u32>)>;
+
 /// The distinct values, each with the processors that have it, in the
 /// order they first appear: linear in the number of processors.
-fn groups<K: Eq + Hash + Clone>(items: impl IntoIterator<Item = (u32, K)>) -> Vec<(K, Vec<u32>)> {
+fn groups<K: Eq + Hash + Clone>(items: impl IntoIterator<Item = (u32, K)>) -> Groups<K> {
     let mut index: HashMap<K, usize> = HashMap::new();
-    let mut out: Vec<(K, Vec<u32>)> = Vec::new();
+    let mut out: Groups<K> = Vec::new();
     for (cpu, key) in items {
         match index.get(&key) {
             Some(&i) => out[i].1.push(cpu),
@@ -220,29 +223,46 @@ impl MachineReport {
     }
 
     /// The machine's value of a per-processor fact: the value when every
-    /// processor that has one agrees, else `Err` with each value and its
-    /// processors.
+    /// processor has the same (`None` when none has one), else `Err` with
+    /// each value (`None`: unknown) and its processors. With `only_known`,
+    /// processors without a value are left out.
     fn shared<K: Eq + Hash + Clone>(
         &self,
+        only_known: bool,
         fact: impl Fn(&CpuReport) -> Option<K>,
-    ) -> Result<Option<K>, Vec<(K, Vec<u32>)>> {
-        let mut all = groups(self.cpus.iter().filter_map(|c| Some((c.cpu, fact(c)?))));
+    ) -> Result<Option<K>, Groups<Option<K>>> {
+        let mut all = groups(
+            self.cpus
+                .iter()
+                .map(|c| (c.cpu, fact(c)))
+                .filter(|(_, value)| !only_known || value.is_some()),
+        );
         match all.len() {
             0 => Ok(None),
-            1 => Ok(all.pop().map(|(k, _)| k)),
+            1 => Ok(all.pop().and_then(|(k, _)| k)),
             _ => Err(all),
         }
     }
 
     /// A header line's text: the shared value, or each with its
     /// processors when they differ.
-    fn header(&self, fact: impl Fn(&CpuReport) -> Option<String>) -> Option<String> {
-        match self.shared(fact) {
+    fn header(
+        &self,
+        only_known: bool,
+        fact: impl Fn(&CpuReport) -> Option<String>,
+    ) -> Option<String> {
+        match self.shared(only_known, fact) {
             Ok(value) => value,
             Err(all) => Some(format!(
                 "differs between processors: {}",
                 all.iter()
-                    .map(|(v, cpus)| format!("{v} ({})", processors_named(cpus)))
+                    .map(|(v, cpus)| {
+                        format!(
+                            "{} ({})",
+                            v.as_deref().unwrap_or("unknown"),
+                            processors_named(cpus)
+                        )
+                    })
                     .collect::<Vec<_>>()
                     .join("; ")
             )),
@@ -278,14 +298,14 @@ impl MachineReport {
     /// model and hypervisor, when processors differ: see each processor).
     #[must_use]
     pub fn to_json(&self) -> Value {
-        let hypervisor = self.shared(|c| c.report.hypervisor()).ok().flatten();
+        let hypervisor = self.shared(false, |c| c.report.hypervisor()).ok().flatten();
         json!({
             "format": FORMAT,
             "verdict": self.verdict().name(),
             "reason": self.reason(),
             "remedy": self.remedy(),
-            "vendor": self.shared(CpuReport::vendor).ok().flatten(),
-            "model": self.shared(CpuReport::model).ok().flatten(),
+            "vendor": self.shared(false, CpuReport::vendor).ok().flatten(),
+            "model": self.shared(false, CpuReport::model).ok().flatten(),
             "hypervisor": hypervisor.map(|h| signature_text(&h.signature()).as_str().to_owned()),
             "hypervisor_name": hypervisor.map(|h| h.name()),
             "capabilities": sorted_names(self.capabilities()),
@@ -311,16 +331,16 @@ impl MachineReport {
         field(&mut out, "remedy", self.remedy());
         out.push('\n');
 
-        if let Some(vendor) = self.header(CpuReport::vendor) {
+        if let Some(vendor) = self.header(false, CpuReport::vendor) {
             field(&mut out, "vendor", &vendor);
         }
-        if let Some(model) = self.header(CpuReport::model) {
+        if let Some(model) = self.header(false, CpuReport::model) {
             field(&mut out, "model", &model);
         }
-        if let Some(hypervisor) = self.header(hypervisor_text) {
+        if let Some(hypervisor) = self.header(false, hypervisor_text) {
             field(&mut out, "hypervisor", &hypervisor);
         }
-        if let Some(svm) = self.header(|c| {
+        if let Some(svm) = self.header(true, |c| {
             let identity = c.report.identity?;
             identity.vendor.is_amd_v().then(|| {
                 if identity.svm {
@@ -333,7 +353,7 @@ impl MachineReport {
         }) {
             field(&mut out, "AMD-V (SVM)", &svm);
         }
-        if let Some(width) = self.header(|c| {
+        if let Some(width) = self.header(false, |c| {
             let identity = c.report.identity?;
             Some(format!(
                 "{} bits (physical)",
