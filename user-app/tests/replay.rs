@@ -18,6 +18,7 @@ const SKYLAKE_X: &[&str] = &[
     "ept",
     "ept_1gb",
     "ept_ad",
+    "ept_violation_ve",
     "ept_x_only",
     "eptp_switching",
     "flexpriority",
@@ -44,6 +45,7 @@ const TIGERLAKE: &[&str] = &[
     "ept",
     "ept_1gb",
     "ept_ad",
+    "ept_violation_ve",
     "ept_x_only",
     "eptp_switching",
     "flexpriority",
@@ -71,6 +73,7 @@ const HASWELL: &[&str] = &[
     "ept",
     "ept_1gb",
     "ept_ad",
+    "ept_violation_ve",
     "ept_x_only",
     "eptp_switching",
     "flexpriority",
@@ -151,10 +154,12 @@ const FIXTURES: &[Fixture] = &[
     ),
     fixture("skylake-x-in-use.json", "in-use", 1, SKYLAKE_X, None),
     fixture("skylake-x-undetermined.json", "undetermined", 2, &[], None),
+    // A processor that reports VMX and faults on IA32_FEATURE_CONTROL: its
+    // own report rules VMXON out (Linux treats it as VMX unusable).
     fixture(
         "skylake-x-feature-control-faulted.json",
-        "undetermined",
-        2,
+        "vmx-unusable",
+        1,
         &[],
         None,
     ),

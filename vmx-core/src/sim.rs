@@ -9,7 +9,8 @@
 //! The rules are the SDM's, checked independently of vmx-core: VMXON raises
 //! #UD with CR4.VMXE clear, #GP outside the fixed bits or without
 //! IA32_FEATURE_CONTROL locked and enabled, VMfailInvalid for a misaligned
-//! or too-wide pointer, VMfailValid(15) in VMX root operation; VMXOFF
+//! or too-wide pointer, VMfailInvalid in VMX root operation (VMfail(15) is
+//! VMfailValid only with a current VMCS, and VMXON leaves none); VMXOFF
 //! outside VMX operation is #UD. An operation that real hardware would fault
 //! on (WRMSR to a locked IA32_FEATURE_CONTROL, CR4.VMXE set without VMX,
 //! CR0 or CR4 leaving the fixed bits inside VMX operation) is recorded in
@@ -190,6 +191,15 @@ pub struct SimCpu {
     pub basic: u64,
     /// The physical-address width `CPUID.80000008H:EAX[7:0]` reports.
     pub physical_address_width: u8,
+    /// CPUID.1:ECX.SMX (bit 6): Safer Mode Extensions.
+    pub smx: bool,
+    /// IA32_VMX_CR0_FIXED0 and IA32_VMX_CR0_FIXED1.
+    pub cr0_fixed: (u64, u64),
+    /// IA32_VMX_CR4_FIXED0 and IA32_VMX_CR4_FIXED1.
+    pub cr4_fixed: (u64, u64),
+    /// MSRs whose RDMSR raises #GP although the model has them (a broken
+    /// nested hypervisor).
+    pub faulting_msrs: Vec<u32>,
     /// In VMX operation.
     pub in_vmx: bool,
     /// The VMXON pointer while in VMX operation.
@@ -222,6 +232,10 @@ impl SimCpu {
             cr4,
             basic: BASIC,
             physical_address_width: 39,
+            smx: false,
+            cr0_fixed: CR0_FIXED,
+            cr4_fixed: CR4_FIXED,
+            faulting_msrs: Vec::new(),
             in_vmx: false,
             region: None,
             fail: None,
@@ -295,7 +309,8 @@ impl Cpu for SimCpu {
             1 => CpuidResult {
                 eax: 0x50654,
                 ebx: 0,
-                ecx: if self.vmx { 0x77fa_f3bf } else { 0x77fa_f39f },
+                ecx: (0x77fa_f39f | (u32::from(self.vmx) << 5)) & !(1 << 6)
+                    | (u32::from(self.smx) << 6),
                 edx: 0xbfeb_fbff,
             },
             0x8000_0000 => CpuidResult {
@@ -313,16 +328,19 @@ impl Cpu for SimCpu {
     fn read_msr(&mut self, msr: u32) -> Result<u64, Fault> {
         self.ops.push(Op::ReadMsr(msr));
         let gp = Err(Fault::GeneralProtection);
+        if self.faulting_msrs.contains(&msr) {
+            return gp;
+        }
         match msr {
             0x3a if self.fails(Step::FeatureControlRead) => gp,
             0x3a => Ok(self.feature_control),
             0x480 if self.fails(Step::BasicRead) => gp,
             0x480 => Ok(self.basic),
             0x486..=0x489 if self.fails(Step::FixedBitsRead) => gp,
-            0x486 => Ok(CR0_FIXED.0),
-            0x487 => Ok(CR0_FIXED.1),
-            0x488 => Ok(CR4_FIXED.0),
-            0x489 => Ok(CR4_FIXED.1),
+            0x486 => Ok(self.cr0_fixed.0),
+            0x487 => Ok(self.cr0_fixed.1),
+            0x488 => Ok(self.cr4_fixed.0),
+            0x489 => Ok(self.cr4_fixed.1),
             0x481..=0x485 | 0x48a | 0x48d..=0x490 => Ok(CONTROLS),
             _ => gp,
         }
@@ -343,6 +361,11 @@ impl Cpu for SimCpu {
         if self.fails(Step::LockWrite) {
             return Err(Fault::GeneralProtection);
         }
+        if value & 0x2 != 0 && !self.smx {
+            self.violations
+                .push("IA32_FEATURE_CONTROL bit 1 set on a processor without SMX (#GP)");
+            return Err(Fault::GeneralProtection);
+        }
         if value & 1 != 0 && value & 0x6 == 0 {
             self.violations
                 .push("IA32_FEATURE_CONTROL locked without enabling VMX");
@@ -360,7 +383,7 @@ impl Cpu for SimCpu {
 
     fn write_cr0(&mut self, value: u64) {
         self.ops.push(Op::WriteCr0);
-        if self.in_vmx && !within(CR0_FIXED, value) {
+        if self.in_vmx && !within(self.cr0_fixed, value) {
             self.violations
                 .push("CR0 left the fixed bits in VMX operation (#GP)");
             return;
@@ -384,7 +407,7 @@ impl Cpu for SimCpu {
                 .push("CR4.VMXE cleared in VMX operation (#GP)");
             return;
         }
-        if self.in_vmx && !within(CR4_FIXED, value) {
+        if self.in_vmx && !within(self.cr4_fixed, value) {
             self.violations
                 .push("CR4 left the fixed bits in VMX operation (#GP)");
             return;
@@ -398,9 +421,11 @@ impl Cpu for SimCpu {
             return Err(Fault::InvalidOpcode);
         }
         if self.in_vmx {
-            return Ok(VmxOutcome::FailValid(VmInstructionError::VmxonInVmxRoot));
+            // VMfail(15): VMfailValid only with a current VMCS, and VMXON
+            // leaves the current-VMCS pointer invalid.
+            return Ok(VmxOutcome::FailInvalid);
         }
-        let fixed_ok = within(CR0_FIXED, self.cr0) && within(CR4_FIXED, self.cr4);
+        let fixed_ok = within(self.cr0_fixed, self.cr0) && within(self.cr4_fixed, self.cr4);
         if !fixed_ok || self.feature_control & 0x5 != 0x5 {
             return Err(Fault::GeneralProtection);
         }

@@ -426,6 +426,11 @@ mod tests {
                 0x3a => MsrRead::Value(0x5),
                 0x480 => MsrRead::Value(0x00d8_1000_0000_002b),
                 0x48b => MsrRead::Faulted,
+                // Bochs corei7_skylake_x's fixed bits.
+                0x486 => MsrRead::Value(0x8000_0021),
+                0x487 => MsrRead::Value(0xffff_ffff),
+                0x488 => MsrRead::Value(0x2000),
+                0x489 => MsrRead::Value(0x0037_27ff),
                 m if (0x481..=0x491).contains(&m) => MsrRead::Value(0xffff_ffff_0000_0016),
                 _ => MsrRead::Faulted,
             }
