@@ -874,4 +874,68 @@ mod tests {
         assert_eq!(cpu.cr4, Some(0x20));
         assert_eq!(cpu.cr0, None);
     }
+
+    const LINUX: &str = r#"{ "format": "vmx-dump/1", "source": "s",
+      "linux": { "kvm_intel": "loaded", "kvm_intel_nested": "Y", "kvm_enable_virt_at_load": "N" },
+      "cpus": [ { "cpu": 0, "cpuid": [],
+          "linux": { "cpuinfo_flags": "fpu vmx", "cpuinfo_vmx_flags": "ept vpid" } },
+        { "cpu": 1, "cpuid": [], "linux": {} } ] }"#;
+
+    #[test]
+    fn linux_facts_parse_and_round_trip() {
+        let dump = Dump::parse(LINUX.as_bytes()).unwrap();
+        let host = dump.linux.as_ref().unwrap();
+        assert_eq!(host.kvm_intel, Some(KvmIntel::Loaded));
+        assert_eq!(host.kvm_intel_nested.as_deref(), Some("Y"));
+        let facts = dump.cpus[0].linux_facts(Some(host));
+        assert_eq!(facts.cpuinfo_flags, Some("fpu vmx"));
+        assert_eq!(facts.cpuinfo_vmx_flags, Some("ept vpid"));
+        assert_eq!(facts.kvm_enable_virt_at_load, Some("N"));
+        assert_eq!(dump.cpus[1].linux, Some(CpuLinux::default()));
+        assert_eq!(Dump::parse(dump.to_json().as_bytes()).unwrap(), dump);
+        // Without the keys: no facts, and none written.
+        let plain = Dump::parse(EXAMPLE.as_bytes()).unwrap();
+        assert_eq!(plain.linux, None);
+        assert_eq!(plain.cpus[0].linux_facts(None), LinuxFacts::default());
+        assert!(!plain.to_json().contains("linux"));
+    }
+
+    #[test]
+    fn bad_linux_facts_name_the_field() {
+        assert_eq!(
+            err(&LINUX.replace(r#""loaded""#, r#""yes""#)),
+            r#"linux.kvm_intel: must be "loaded" or "not-loaded", not "yes""#
+        );
+        assert_eq!(
+            err(&LINUX.replace(r#""fpu vmx""#, "7")),
+            "cpus[0].linux.cpuinfo_flags: not a string"
+        );
+        assert_eq!(
+            err(&LINUX.replace(r#""linux": {}"#, r#""linux": []"#)),
+            "cpus[1].linux: not an object"
+        );
+    }
+
+    #[test]
+    fn encodings() {
+        let mut bom = b"\xef\xbb\xbf".to_vec();
+        bom.extend_from_slice(EXAMPLE.as_bytes());
+        assert!(Dump::parse(&bom).is_ok());
+        let le: Vec<u8> = EXAMPLE.encode_utf16().flat_map(u16::to_le_bytes).collect();
+        assert!(err_bytes(&le).contains("UTF-16 (little-endian)"));
+        assert!(err_bytes(b"\0\0\0").contains("byte 0 is NUL"));
+        assert!(read_limited(&b"{}"[..]).is_ok());
+        assert!(matches!(
+            read_limited(std::io::repeat(b' ').take(MAX_BYTES + 10)),
+            Err(ReadError::TooLarge)
+        ));
+        assert!(matches!(
+            read_limited(std::io::repeat(0)),
+            Err(ReadError::NotText(_))
+        ));
+    }
+
+    fn err_bytes(bytes: &[u8]) -> String {
+        Dump::parse(bytes).unwrap_err().to_string()
+    }
 }

@@ -372,16 +372,21 @@ impl MachineReport {
         self.vmx_basic(&mut out);
         let common = self.capabilities();
         let caps = sorted_names(common);
-        if !caps.is_empty() {
-            out.push('\n');
-            field(&mut out, "capabilities", &caps.join(" "));
-        }
         let extras = groups(
             self.cpus
                 .iter()
                 .map(|c| (c.cpu, c.capabilities() - common))
                 .filter(|(_, extra)| !extra.is_empty()),
         );
+        if !caps.is_empty() || !extras.is_empty() {
+            out.push('\n');
+            let shared = if caps.is_empty() {
+                "none that every processor has".to_owned()
+            } else {
+                caps.join(" ")
+            };
+            field(&mut out, "capabilities", &shared);
+        }
         for (extra, cpus) in extras {
             field(
                 &mut out,
@@ -644,5 +649,169 @@ mod tests {
         assert_eq!(report.verdict(), Verdict::Undetermined);
         assert_eq!(report.exit_code(), 2);
         assert_eq!(report.capabilities(), Capabilities::empty());
+    }
+
+    #[test]
+    fn control_characters_are_escaped_and_plain_text_is_not_copied() {
+        assert!(matches!(escape_controls("plain text"), Cow::Borrowed(_)));
+        assert_eq!(
+            escape_controls("a\u{1b}[2Jb\tc\u{7f}\u{85}\u{202e}"),
+            "a\\u{1b}[2Jb\\tc\\u{7f}\\u{85}\\u{202e}"
+        );
+        let mut out = String::new();
+        field(&mut out, "source\u{1b}", "x\u{1b}[H\ny");
+        assert_eq!(out, "source\\u{1b}   x\\u{1b}[H\\ny\n");
+    }
+
+    #[test]
+    fn cpu_lists_are_ranges() {
+        assert_eq!(cpu_list(&[5, 0, 1, 2, 3, 7, 8]), "0-3,5,7-8");
+        assert_eq!(cpu_list(&[4]), "4");
+        assert_eq!(cpu_list(&[]), "");
+    }
+
+    /// xorshift64*: a fixed-seed generator, so that a failure reproduces.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        fn pick<T: Copy>(&mut self, from: &[T]) -> T {
+            from[(self.next() % from.len() as u64) as usize]
+        }
+    }
+
+    /// A random processor: Intel or AMD, VMX and hypervisor bits, any
+    /// IA32_FEATURE_CONTROL, capability MSRs or none, CR4 or none, and
+    /// random Linux facts; the values are Bochs corei7_skylake_x's.
+    fn random_cpu(rng: &mut Rng, cpu: u32) -> crate::dump::CpuDump {
+        use crate::dump::{CpuDump, CpuLinux};
+        use vmx_core::CpuidResult;
+        let r = |eax, ebx, ecx, edx| CpuidResult { eax, ebx, ecx, edx };
+        let mut d = CpuDump::new(cpu);
+        let intel = (0x756e_6547, 0x6c65_746e, 0x4965_6e69);
+        let amd = (0x6874_7541, 0x444d_4163, 0x6974_6e65);
+        let (b, c, e) = rng.pick(&[intel, intel, intel, amd]);
+        d.cpuid.insert((0, 0), r(0x16, b, c, e));
+        let ecx = rng.pick(&[0x77fa_f3bf_u32, 0x77fa_f39f, 0xf7fa_f39f, 0xf7fa_f3bf]);
+        d.cpuid.insert((1, 0), r(0x50654, 0, ecx, 0xbfeb_fbff));
+        if ecx & (1 << 31) != 0 && rng.next() % 2 == 0 {
+            d.cpuid.insert(
+                (0x4000_0000, 0),
+                r(0x4000_0001, 0x4b4d_564b, 0x564b_4d56, 0x4d),
+            );
+        }
+        if let Some(fc) = rng.pick(&[
+            None,
+            Some(None),
+            Some(Some(0x0)),
+            Some(Some(0x1)),
+            Some(Some(0x5)),
+            Some(Some(0x3)),
+        ]) {
+            d.msrs.insert(0x3a, fc);
+        }
+        if rng.next() % 3 != 0 {
+            for (msr, value) in [
+                (0x480, 0x00d8_1000_0000_002b_u64),
+                (0x481, 0x0000_007f_0000_0016),
+                (0x482, 0xf7f9_fffe_0401_e172),
+                (0x486, 0x8000_0021),
+                (0x487, 0xffff_ffff),
+                (0x488, 0x2000),
+                (0x489, 0x0037_27ff),
+            ] {
+                d.msrs.insert(msr, Some(value));
+            }
+        }
+        d.cr4 = rng.pick(&[None, Some(0x20), Some(0x2020)]);
+        if rng.next() % 2 == 0 {
+            d.linux = Some(CpuLinux {
+                cpuinfo_flags: rng
+                    .pick(&[None, Some("fpu vmx smx"), Some("fpu smx")])
+                    .map(str::to_owned),
+                cpuinfo_vmx_flags: rng.pick(&[None, Some("vnmi ept vpid")]).map(str::to_owned),
+            });
+        }
+        d
+    }
+
+    /// Each processor's verdict as the text table shows it (rows expanded).
+    fn text_verdicts(text: &str) -> std::collections::BTreeMap<u32, String> {
+        let mut out = std::collections::BTreeMap::new();
+        let rows = text
+            .lines()
+            .skip_while(|l| !l.trim_start().starts_with("cpu  verdict"))
+            .skip(1)
+            .take_while(|l| !l.is_empty());
+        for row in rows {
+            let mut cells = row.split_whitespace();
+            let (list, verdict) = (cells.next().unwrap(), cells.next().unwrap());
+            for part in list.split(',') {
+                let (a, b) = part.split_once('-').unwrap_or((part, part));
+                for cpu in a.parse::<u32>().unwrap()..=b.parse().unwrap() {
+                    assert!(
+                        out.insert(cpu, verdict.to_owned()).is_none(),
+                        "cpu {cpu} twice"
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn text_and_json_agree_on_every_processors_verdict() {
+        use crate::dump::{Dump, HostLinux};
+        use vmx_core::linux_facts::KvmIntel;
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for case in 0..400 {
+            let n = 1 + (rng.next() % 24) as u32;
+            let cpus = (0..n)
+                .map(|cpu| random_cpu(&mut rng, cpu * (1 + case % 3)))
+                .collect();
+            let linux = rng
+                .pick(&[None, Some(KvmIntel::Loaded), Some(KvmIntel::NotLoaded)])
+                .map(|k| HostLinux {
+                    kvm_intel: Some(k),
+                    kvm_intel_nested: Some("Y".to_owned()),
+                    kvm_enable_virt_at_load: rng
+                        .pick(&[None, Some("Y"), Some("N")])
+                        .map(str::to_owned),
+                });
+            let dump = Dump {
+                source: format!("case {case}"),
+                linux,
+                cpus,
+            };
+            let report = crate::diagnose_dump(&dump);
+            let text = report.to_text();
+            let json = report.to_json();
+            let from_json: std::collections::BTreeMap<u32, String> = json["cpus"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|c| {
+                    (
+                        u32::try_from(c["cpu"].as_u64().unwrap()).unwrap(),
+                        c["verdict"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                from_json.len(),
+                n as usize,
+                "case {case}: one object per processor"
+            );
+            assert_eq!(text_verdicts(&text), from_json, "case {case}:\n{text}");
+            let headline = text.split(':').next().unwrap().to_ascii_lowercase();
+            assert_eq!(headline, json["verdict"].as_str().unwrap(), "case {case}");
+            assert_eq!(json["verdict"].as_str().unwrap(), report.verdict().name());
+        }
     }
 }
