@@ -14,30 +14,75 @@
 //! A CPUID leaf that is not listed was not captured. An MSR listed as
 //! `null` faulted (#GP) when read; an MSR not listed was not read. `cr0`
 //! and `cr4` are optional. Unknown keys are ignored; anything else that is
-//! malformed is a [`DumpError`] naming the JSON path of the bad field.
+//! malformed (a duplicate key anywhere included) is a [`DumpError`] naming
+//! the JSON path of the bad field. A UTF-8 byte-order mark is accepted;
+//! UTF-16 is refused by name; a dump over [`MAX_BYTES`] is refused unread
+//! ([`read_limited`]).
+//!
+//! Optional Linux facts (what the kernel printed, read without root) let a
+//! replay decide as the live run did (see `vmx_core::linux_facts`):
+//!
+//! ```json
+//! { "format": "vmx-dump/1", "source": "…",
+//!   "linux": { "kvm_intel": "loaded", "kvm_intel_nested": "Y", "kvm_enable_virt_at_load": "Y" },
+//!   "cpus": [ { "cpu": 0, "cpuid": [], "linux": { "cpuinfo_flags": "fpu … vmx …",
+//!       "cpuinfo_vmx_flags": "vnmi … ept vpid" } } ] }
+//! ```
 //!
 //! A dump holds raw values only: decoding is vmx-core's, so a replay
 //! ([`crate::replay`]) diagnoses exactly as the live run did.
 
-use std::collections::BTreeMap;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
+use std::io::Read;
 
+use serde::de::{DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde::ser::{SerializeMap, SerializeStruct};
-use serde::{Serialize, Serializer};
+use serde::{Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 use vmx_core::CpuidResult;
 use vmx_core::diagnosis::{MsrRead, Observation};
+use vmx_core::linux_facts::{KvmIntel, LinuxFacts};
 
 /// The value of the `"format"` key.
 pub const FORMAT: &str = "vmx-dump/1";
+
+/// The largest dump accepted: 64 MiB. A dump of Linux's maximum of 8192
+/// processors, each with its `/proc/cpuinfo` lines, takes about a third of
+/// it.
+pub const MAX_BYTES: u64 = 64 << 20;
 
 /// A parsed dump.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dump {
     /// Where the values came from, as free text.
     pub source: String,
+    /// The machine's Linux facts, when captured on Linux.
+    pub linux: Option<HostLinux>,
     /// The processors, in the dump's order.
     pub cpus: Vec<CpuDump>,
+}
+
+/// The machine-wide Linux facts: the top-level `"linux"` object.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HostLinux {
+    /// Whether `kvm_intel` is loaded (`"kvm_intel": "loaded" | "not-loaded"`).
+    pub kvm_intel: Option<KvmIntel>,
+    /// `/sys/module/kvm_intel/parameters/nested`, trimmed, when it exists.
+    pub kvm_intel_nested: Option<String>,
+    /// `/sys/module/kvm/parameters/enable_virt_at_load`, trimmed, when it
+    /// exists.
+    pub kvm_enable_virt_at_load: Option<String>,
+}
+
+/// One processor's Linux facts: its `"linux"` object.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CpuLinux {
+    /// Its `flags` line of `/proc/cpuinfo` (after the colon), when printed.
+    pub cpuinfo_flags: Option<String>,
+    /// Its `vmx flags` line of `/proc/cpuinfo`, when printed.
+    pub cpuinfo_vmx_flags: Option<String>,
 }
 
 /// One processor's raw values.
@@ -53,6 +98,8 @@ pub struct CpuDump {
     pub cr0: Option<u64>,
     /// CR4, where known.
     pub cr4: Option<u64>,
+    /// The Linux facts about this processor, when captured on Linux.
+    pub linux: Option<CpuLinux>,
 }
 
 impl CpuDump {
@@ -87,6 +134,19 @@ impl CpuDump {
             },
             Observation::Cr0(value) => self.cr0 = Some(value),
             Observation::Cr4(value) => self.cr4 = Some(value),
+        }
+    }
+
+    /// This processor's Linux facts with the machine's, for
+    /// [`vmx_core::refine`]; all `None` when the dump has none.
+    #[must_use]
+    pub fn linux_facts<'a>(&'a self, host: Option<&'a HostLinux>) -> LinuxFacts<'a> {
+        let cpu = self.linux.as_ref();
+        LinuxFacts {
+            cpuinfo_flags: cpu.and_then(|c| c.cpuinfo_flags.as_deref()),
+            cpuinfo_vmx_flags: cpu.and_then(|c| c.cpuinfo_vmx_flags.as_deref()),
+            kvm_intel: host.and_then(|h| h.kvm_intel),
+            kvm_enable_virt_at_load: host.and_then(|h| h.kvm_enable_virt_at_load.as_deref()),
         }
     }
 }
@@ -165,17 +225,266 @@ fn key_path(path: &str, key: &str) -> String {
     format!("{path}.{key}")
 }
 
+/// A step of a JSON path, for naming where a duplicate key is.
+#[derive(Debug, Clone)]
+enum Step {
+    Key(String),
+    Index(usize),
+}
+
+/// The JSON path of `steps` in this module's spelling: own keys bare
+/// (`cpus[0].msrs`), any other key quoted (`msrs."0x3a"`).
+fn render(steps: &[Step]) -> String {
+    let mut path = String::new();
+    for step in steps {
+        match step {
+            Step::Index(i) => path.push_str(&format!("[{i}]")),
+            Step::Key(key) => {
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                let bare = key.starts_with(|c: char| c.is_ascii_lowercase())
+                    && key
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+                if bare {
+                    path.push_str(key);
+                } else {
+                    path.push_str(&format!("{key:?}"));
+                }
+            }
+        }
+    }
+    if path.is_empty() {
+        "$".to_owned()
+    } else {
+        path
+    }
+}
+
+/// Builds a [`Value`] as serde_json does, but refuses a key that an object
+/// lists twice (serde_json keeps the last), remembering its path.
+struct Strict<'a> {
+    steps: &'a RefCell<Vec<Step>>,
+    duplicate: &'a RefCell<Option<DumpError>>,
+}
+
+impl Strict<'_> {
+    fn again(&self) -> Self {
+        Strict {
+            steps: self.steps,
+            duplicate: self.duplicate,
+        }
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for Strict<'_> {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Strict<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut list = Vec::new();
+        loop {
+            self.steps.borrow_mut().push(Step::Index(list.len()));
+            let next = seq.next_element_seed(self.again());
+            self.steps.borrow_mut().pop();
+            match next? {
+                Some(value) => list.push(value),
+                None => return Ok(Value::Array(list)),
+            }
+        }
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
+        let mut map = Map::new();
+        while let Some(key) = access.next_key::<String>()? {
+            self.steps.borrow_mut().push(Step::Key(key.clone()));
+            if map.contains_key(&key) {
+                let path = render(&self.steps.borrow());
+                *self.duplicate.borrow_mut() = Some(error(
+                    &path,
+                    "the key is listed twice (a dump lists each key once)",
+                ));
+                return Err(serde::de::Error::custom("duplicate key"));
+            }
+            let value = access.next_value_seed(self.again());
+            self.steps.borrow_mut().pop();
+            map.insert(key, value?);
+        }
+        Ok(Value::Object(map))
+    }
+}
+
+/// The document as UTF-8 text without a byte-order mark, or why not.
+fn utf8_body(bytes: &[u8]) -> Result<&[u8], DumpError> {
+    const UTF16: &str = "as Windows PowerShell 5.1's `>` writes it: a dump is UTF-8; write it with \
+                         `vmx-check dump -o FILE`, or convert it (`Get-Content FILE | Set-Content \
+                         -Encoding utf8 NEW`)";
+    if let Some(rest) = bytes.strip_prefix(b"\xef\xbb\xbf") {
+        return Ok(rest);
+    }
+    let head = &bytes[..bytes.len().min(64)];
+    let nul_at = |odd: bool| {
+        head.len() >= 2
+            && head
+                .iter()
+                .enumerate()
+                .filter(|&(i, _)| (i % 2 == 1) == odd)
+                .all(|(_, &b)| b == 0)
+    };
+    if bytes.starts_with(b"\xff\xfe") || (nul_at(true) && !nul_at(false)) {
+        return Err(error(
+            "$",
+            format!("the text is UTF-16 (little-endian), {UTF16}"),
+        ));
+    }
+    if bytes.starts_with(b"\xfe\xff") || (nul_at(false) && !nul_at(true)) {
+        return Err(error(
+            "$",
+            format!("the text is UTF-16 (big-endian), {UTF16}"),
+        ));
+    }
+    if let Some(at) = memchr_nul(bytes) {
+        return Err(error(
+            "$",
+            format!("byte {at} is NUL: this is binary data, not JSON text"),
+        ));
+    }
+    Ok(bytes)
+}
+
+fn memchr_nul(bytes: &[u8]) -> Option<usize> {
+    bytes.iter().position(|&b| b == 0)
+}
+
+/// Why a dump could not be read: too large, or the reader failed.
+#[derive(Debug)]
+pub enum ReadError {
+    /// More than [`MAX_BYTES`].
+    TooLarge,
+    /// A NUL byte within the first bytes: binary data, or UTF-16.
+    NotText(DumpError),
+    /// The read failed.
+    Io(std::io::Error),
+}
+
+impl fmt::Display for ReadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::TooLarge => write!(
+                f,
+                "over {} MiB, the limit of a dump (8192 processors fit well within it): not \
+                 read further",
+                MAX_BYTES >> 20
+            ),
+            Self::NotText(e) => e.fmt(f),
+            Self::Io(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for ReadError {}
+
+/// Reads a dump of at most [`MAX_BYTES`] from `reader`, stopping as soon as
+/// it is longer, or as soon as a chunk shows it is not UTF-8 text (a NUL
+/// byte: `/dev/zero` ends at once). The bytes read are for [`Dump::parse`].
+///
+/// # Errors
+/// [`ReadError`]: too large, not text, or the read failed.
+pub fn read_limited(reader: impl Read) -> Result<Vec<u8>, ReadError> {
+    let mut limited = reader.take(MAX_BYTES + 1);
+    let mut bytes = Vec::new();
+    let mut chunk = vec![0u8; 1 << 16];
+    loop {
+        let n = match limited.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(ReadError::Io(e)),
+        };
+        let start = bytes.len();
+        bytes.extend_from_slice(&chunk[..n]);
+        if bytes.len() as u64 > MAX_BYTES {
+            return Err(ReadError::TooLarge);
+        }
+        if memchr_nul(&bytes[start..]).is_some() {
+            utf8_body(&bytes).map_err(ReadError::NotText)?;
+        }
+    }
+    Ok(bytes)
+}
+
 impl Dump {
     /// Parses a `vmx-dump/1` document.
     ///
     /// # Errors
-    /// A [`DumpError`] with the path of the first bad field: not JSON, a
-    /// wrong `"format"`, a missing or malformed field, a number that is not
-    /// a hex string, a value too wide for its register, a duplicate
-    /// processor, leaf or MSR, or no processor at all.
+    /// A [`DumpError`] with the path of the first bad field: not UTF-8 JSON
+    /// (UTF-16 is named), a key listed twice, a wrong `"format"`, a missing
+    /// or malformed field, a number that is not a hex string, a value too
+    /// wide for its register, a duplicate processor, leaf or MSR, or no
+    /// processor at all.
     pub fn parse(bytes: &[u8]) -> Result<Self, DumpError> {
-        let document: Value = serde_json::from_slice(bytes)
-            .map_err(|e| error("$", format!("not valid JSON: {e}")))?;
+        let body = utf8_body(bytes)?;
+        let steps = RefCell::new(Vec::new());
+        let duplicate = RefCell::new(None);
+        let mut deserializer = serde_json::Deserializer::from_slice(body);
+        let parsed = Strict {
+            steps: &steps,
+            duplicate: &duplicate,
+        }
+        .deserialize(&mut deserializer)
+        .and_then(|value| deserializer.end().map(|()| value));
+        let document = match parsed {
+            Ok(document) => document,
+            Err(e) => {
+                return Err(duplicate
+                    .into_inner()
+                    .unwrap_or_else(|| error("$", format!("not valid JSON: {e}"))));
+            }
+        };
         let top = object(&document, "$")?;
         match required(top, "format", "$")? {
             Value::String(format) if format == FORMAT => {}
@@ -186,6 +495,10 @@ impl Dump {
             Some(Value::String(text)) => text.clone(),
             Some(_) => return Err(error("source", "not a string")),
         };
+        let linux = match top.get("linux") {
+            None => None,
+            Some(value) => Some(parse_host_linux(value)?),
+        };
         let list = required(top, "cpus", "$")?
             .as_array()
             .ok_or_else(|| error("cpus", "not a list"))?;
@@ -193,10 +506,11 @@ impl Dump {
             return Err(error("cpus", "empty: a dump holds at least one processor"));
         }
         let mut cpus: Vec<CpuDump> = Vec::with_capacity(list.len());
+        let mut seen = HashSet::with_capacity(list.len());
         for (i, value) in list.iter().enumerate() {
             let path = format!("cpus[{i}]");
             let cpu = parse_cpu(value, &path)?;
-            if cpus.iter().any(|c| c.cpu == cpu.cpu) {
+            if !seen.insert(cpu.cpu) {
                 return Err(error(
                     &format!("{path}.cpu"),
                     format!("processor {} is listed twice", cpu.cpu),
@@ -204,7 +518,11 @@ impl Dump {
             }
             cpus.push(cpu);
         }
-        Ok(Self { source, cpus })
+        Ok(Self {
+            source,
+            linux,
+            cpus,
+        })
     }
 
     /// The dump as pretty-printed `vmx-dump/1` JSON, ending in a newline.
@@ -215,6 +533,34 @@ impl Dump {
         text.push('\n');
         text
     }
+}
+
+/// An optional string field of a `"linux"` object.
+fn text(fields: &Map<String, Value>, key: &str, path: &str) -> Result<Option<String>, DumpError> {
+    match fields.get(key) {
+        None => Ok(None),
+        Some(Value::String(text)) => Ok(Some(text.clone())),
+        Some(_) => Err(error(&key_path(path, key), "not a string")),
+    }
+}
+
+fn parse_host_linux(value: &Value) -> Result<HostLinux, DumpError> {
+    let path = "linux";
+    let fields = object(value, path)?;
+    let kvm_intel = match text(fields, "kvm_intel", path)? {
+        None => None,
+        Some(name) => Some(KvmIntel::from_name(&name).ok_or_else(|| {
+            error(
+                &key_path(path, "kvm_intel"),
+                format!("must be \"loaded\" or \"not-loaded\", not {name:?}"),
+            )
+        })?),
+    };
+    Ok(HostLinux {
+        kvm_intel,
+        kvm_intel_nested: text(fields, "kvm_intel_nested", path)?,
+        kvm_enable_virt_at_load: text(fields, "kvm_enable_virt_at_load", path)?,
+    })
 }
 
 fn parse_cpu(value: &Value, path: &str) -> Result<CpuDump, DumpError> {
@@ -279,6 +625,14 @@ fn parse_cpu(value: &Value, path: &str) -> Result<CpuDump, DumpError> {
             Some(value) => *slot = Some(hex(value, &key_path(path, name))?),
         }
     }
+    if let Some(value) = fields.get("linux") {
+        let linux_path = key_path(path, "linux");
+        let linux = object(value, &linux_path)?;
+        dump.linux = Some(CpuLinux {
+            cpuinfo_flags: text(linux, "cpuinfo_flags", &linux_path)?,
+            cpuinfo_vmx_flags: text(linux, "cpuinfo_vmx_flags", &linux_path)?,
+        });
+    }
     Ok(dump)
 }
 
@@ -288,9 +642,12 @@ fn hex_text(value: u64) -> String {
 
 impl Serialize for Dump {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut out = serializer.serialize_struct("Dump", 3)?;
+        let mut out = serializer.serialize_struct("Dump", 4)?;
         out.serialize_field("format", FORMAT)?;
         out.serialize_field("source", &self.source)?;
+        if let Some(linux) = &self.linux {
+            out.serialize_field("linux", linux)?;
+        }
         out.serialize_field("cpus", &self.cpus)?;
         out.end()
     }
@@ -338,7 +695,7 @@ impl Serialize for CpuDump {
                 map.end()
             }
         }
-        let mut out = serializer.serialize_struct("CpuDump", 5)?;
+        let mut out = serializer.serialize_struct("CpuDump", 6)?;
         out.serialize_field("cpu", &self.cpu)?;
         out.serialize_field("cpuid", &Leaves(&self.cpuid))?;
         out.serialize_field("msrs", &Msrs(&self.msrs))?;
@@ -348,7 +705,47 @@ impl Serialize for CpuDump {
         if let Some(cr4) = self.cr4 {
             out.serialize_field("cr4", &hex_text(cr4))?;
         }
+        if let Some(linux) = &self.linux {
+            out.serialize_field("linux", linux)?;
+        }
         out.end()
+    }
+}
+
+/// Writes the present keys of a `"linux"` object, in order.
+fn serialize_texts<S: Serializer>(
+    serializer: S,
+    fields: &[(&str, Option<&str>)],
+) -> Result<S::Ok, S::Error> {
+    let present = fields.iter().filter_map(|&(k, v)| Some((k, v?)));
+    serializer.collect_map(present)
+}
+
+impl Serialize for HostLinux {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serialize_texts(
+            serializer,
+            &[
+                ("kvm_intel", self.kvm_intel.map(KvmIntel::name)),
+                ("kvm_intel_nested", self.kvm_intel_nested.as_deref()),
+                (
+                    "kvm_enable_virt_at_load",
+                    self.kvm_enable_virt_at_load.as_deref(),
+                ),
+            ],
+        )
+    }
+}
+
+impl Serialize for CpuLinux {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serialize_texts(
+            serializer,
+            &[
+                ("cpuinfo_flags", self.cpuinfo_flags.as_deref()),
+                ("cpuinfo_vmx_flags", self.cpuinfo_vmx_flags.as_deref()),
+            ],
+        )
     }
 }
 
@@ -476,5 +873,69 @@ mod tests {
         assert_eq!(cpu.msrs[&0x3a], None);
         assert_eq!(cpu.cr4, Some(0x20));
         assert_eq!(cpu.cr0, None);
+    }
+
+    const LINUX: &str = r#"{ "format": "vmx-dump/1", "source": "s",
+      "linux": { "kvm_intel": "loaded", "kvm_intel_nested": "Y", "kvm_enable_virt_at_load": "N" },
+      "cpus": [ { "cpu": 0, "cpuid": [],
+          "linux": { "cpuinfo_flags": "fpu vmx", "cpuinfo_vmx_flags": "ept vpid" } },
+        { "cpu": 1, "cpuid": [], "linux": {} } ] }"#;
+
+    #[test]
+    fn linux_facts_parse_and_round_trip() {
+        let dump = Dump::parse(LINUX.as_bytes()).unwrap();
+        let host = dump.linux.as_ref().unwrap();
+        assert_eq!(host.kvm_intel, Some(KvmIntel::Loaded));
+        assert_eq!(host.kvm_intel_nested.as_deref(), Some("Y"));
+        let facts = dump.cpus[0].linux_facts(Some(host));
+        assert_eq!(facts.cpuinfo_flags, Some("fpu vmx"));
+        assert_eq!(facts.cpuinfo_vmx_flags, Some("ept vpid"));
+        assert_eq!(facts.kvm_enable_virt_at_load, Some("N"));
+        assert_eq!(dump.cpus[1].linux, Some(CpuLinux::default()));
+        assert_eq!(Dump::parse(dump.to_json().as_bytes()).unwrap(), dump);
+        // Without the keys: no facts, and none written.
+        let plain = Dump::parse(EXAMPLE.as_bytes()).unwrap();
+        assert_eq!(plain.linux, None);
+        assert_eq!(plain.cpus[0].linux_facts(None), LinuxFacts::default());
+        assert!(!plain.to_json().contains("linux"));
+    }
+
+    #[test]
+    fn bad_linux_facts_name_the_field() {
+        assert_eq!(
+            err(&LINUX.replace(r#""loaded""#, r#""yes""#)),
+            r#"linux.kvm_intel: must be "loaded" or "not-loaded", not "yes""#
+        );
+        assert_eq!(
+            err(&LINUX.replace(r#""fpu vmx""#, "7")),
+            "cpus[0].linux.cpuinfo_flags: not a string"
+        );
+        assert_eq!(
+            err(&LINUX.replace(r#""linux": {}"#, r#""linux": []"#)),
+            "cpus[1].linux: not an object"
+        );
+    }
+
+    #[test]
+    fn encodings() {
+        let mut bom = b"\xef\xbb\xbf".to_vec();
+        bom.extend_from_slice(EXAMPLE.as_bytes());
+        assert!(Dump::parse(&bom).is_ok());
+        let le: Vec<u8> = EXAMPLE.encode_utf16().flat_map(u16::to_le_bytes).collect();
+        assert!(err_bytes(&le).contains("UTF-16 (little-endian)"));
+        assert!(err_bytes(b"\0\0\0").contains("byte 0 is NUL"));
+        assert!(read_limited(&b"{}"[..]).is_ok());
+        assert!(matches!(
+            read_limited(std::io::repeat(b' ').take(MAX_BYTES + 10)),
+            Err(ReadError::TooLarge)
+        ));
+        assert!(matches!(
+            read_limited(std::io::repeat(0)),
+            Err(ReadError::NotText(_))
+        ));
+    }
+
+    fn err_bytes(bytes: &[u8]) -> String {
+        Dump::parse(bytes).unwrap_err().to_string()
     }
 }

@@ -148,7 +148,9 @@ pub unsafe fn wrmsr(msr: u32, value: u64) -> Result<(), u8> {
 pub unsafe fn read_cr0() -> u64 {
     let value: u64;
     // SAFETY: the caller runs at CPL 0; reading CR0 has no side effect.
-    unsafe { asm!("mov {}, cr0", out(reg) value, options(nomem, nostack, preserves_flags)) };
+    // Not `preserves_flags`: the SDM lists OF, SF, ZF, AF, PF and CF as
+    // undefined after MOV from a control register.
+    unsafe { asm!("mov {}, cr0", out(reg) value, options(nomem, nostack)) };
     value
 }
 
@@ -159,7 +161,7 @@ pub unsafe fn read_cr0() -> u64 {
 /// system has them).
 pub unsafe fn write_cr0(value: u64) {
     // SAFETY: the caller runs at CPL 0 and vouches for the value.
-    unsafe { asm!("mov cr0, {}", in(reg) value, options(nostack, preserves_flags)) };
+    unsafe { asm!("mov cr0, {}", in(reg) value, options(nostack)) };
 }
 
 /// MOV from CR4.
@@ -169,7 +171,7 @@ pub unsafe fn write_cr0(value: u64) {
 pub unsafe fn read_cr4() -> u64 {
     let value: u64;
     // SAFETY: the caller runs at CPL 0; reading CR4 has no side effect.
-    unsafe { asm!("mov {}, cr4", out(reg) value, options(nomem, nostack, preserves_flags)) };
+    unsafe { asm!("mov {}, cr4", out(reg) value, options(nomem, nostack)) };
     value
 }
 
@@ -179,7 +181,7 @@ pub unsafe fn read_cr4() -> u64 {
 /// CPL 0, and the value must keep the system running.
 pub unsafe fn write_cr4(value: u64) {
     // SAFETY: the caller runs at CPL 0 and vouches for the value.
-    unsafe { asm!("mov cr4, {}", in(reg) value, options(nostack, preserves_flags)) };
+    unsafe { asm!("mov cr4, {}", in(reg) value, options(nostack)) };
 }
 
 /// VMXON; returns RFLAGS after it.

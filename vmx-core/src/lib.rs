@@ -111,6 +111,7 @@ extern crate std;
 extern crate alloc;
 
 pub mod capabilities;
+pub mod conformance;
 pub mod counting;
 pub mod cpu;
 pub mod cpuid;
@@ -120,6 +121,7 @@ pub mod feature_control;
 pub mod fixed_bits;
 pub mod inject;
 pub mod instruction;
+pub mod linux_facts;
 pub mod operation;
 pub mod plan;
 pub mod platform;
@@ -134,6 +136,7 @@ pub mod vmx_basic;
 mod tests;
 
 pub use capabilities::{Capabilities, ControlMsr, VmxCapabilities};
+pub use conformance::Nonconformance;
 pub use counting::{Counting, OperationCounts};
 #[cfg(any(test, feature = "mock"))]
 pub use cpu::MockCpu;
@@ -144,6 +147,7 @@ pub use error::{Error, Instruction, ProcessorError, Result};
 pub use feature_control::{FeatureControl, FeatureControlState};
 pub use fixed_bits::FixedBits;
 pub use instruction::{VmInstructionError, VmxOutcome};
+pub use linux_facts::{LinuxFacts, Refined, refine};
 pub use operation::{EnterFailure, LeaveFailure, Processor, ProcessorStatus};
 pub use plan::{Decision, Missing, Plan, Readings, decide};
 pub use platform::{OutOfMemory, Page, PageAllocator, ProcessorUnavailable, Processors};

@@ -16,16 +16,19 @@ pub mod windows;
 use vmx_core::CpuidResult;
 use vmx_core::diagnosis::{MsrRead, Observe};
 
+use crate::dump::{CpuLinux, HostLinux};
+
 /// A live source of raw values for each logical processor.
 ///
 /// A new backend (the Windows driver path) implements this and nothing
 /// else: the rest of the checker is shared.
 pub trait Machine {
-    /// How the values are obtained, as free text for the report and a
-    /// dump's `"source"`.
+    /// How the values were obtained (what was actually read), as free text
+    /// for the report and a dump's `"source"`: asked after the processors
+    /// were observed.
     fn source(&self) -> String;
 
-    /// The logical processors to observe, by number.
+    /// The logical processors to observe, by number: every online one.
     ///
     /// # Errors
     /// The processors cannot be enumerated.
@@ -40,6 +43,18 @@ pub trait Machine {
     /// What this backend could not do, each said once, with what to do
     /// about it ("run as root with `modprobe msr`").
     fn notes(&self) -> Vec<String>;
+
+    /// What the operating system says about processor `cpu` (Linux:
+    /// `/proc/cpuinfo`), for the dump.
+    fn cpu_linux(&self, _cpu: u32) -> Option<CpuLinux> {
+        None
+    }
+
+    /// What the operating system says about the machine (Linux: KVM's
+    /// module and parameters), for the dump.
+    fn host_linux(&self) -> Option<HostLinux> {
+        None
+    }
 }
 
 /// The backend for the machine this runs on.
