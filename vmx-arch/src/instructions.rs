@@ -68,7 +68,7 @@ const _: () = assert!(vmx_core::instruction::VMX_OUTCOME_FLAGS == 0x8d5);
 /// The preset of `preset-flags` followed by NOP where a VMX instruction
 /// would be, read back the same way: RFLAGS as every wrapper would see them
 /// if the instruction wrote none. A test kernel checks that this is not a
-/// VMX outcome, the negative control of [`check_written`].
+/// VMX outcome, the negative control of the wrappers' check.
 #[cfg(feature = "preset-flags")]
 #[must_use]
 pub fn preset_then_nop() -> u64 {
