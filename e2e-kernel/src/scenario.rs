@@ -171,7 +171,9 @@ impl Scenario {
         };
         let before = test.registers("before");
         if matches!(self, Self::VmxonUnlocked | Self::LockAlone)
-            && before.feature_control[..test.count()] != [Some(0); MAX_PROCESSORS][..test.count()]
+            && before.feature_control[..test.count()]
+                .iter()
+                .any(|&value| value != Some(0))
         {
             fail!(
                 "{} needs IA32_FEATURE_CONTROL unlocked (0x0) on every processor: boot SeaBIOS",
@@ -454,6 +456,31 @@ impl Test<'_> {
                 "{} processors entered and {} left; expected the {target} before processor {target} to enter and leave",
                 counts.vmxon_succeeded,
                 counts.vmxoff_succeeded
+            );
+        }
+        // A VMXON error comes from the instruction itself: it ran there.
+        let vmxon_ran_there = matches!(
+            expected.error,
+            Error::Faulted {
+                instruction: Instruction::Vmxon,
+                ..
+            } | Error::VmFailInvalid {
+                instruction: Instruction::Vmxon
+            } | Error::VmFailValid {
+                instruction: Instruction::Vmxon,
+                ..
+            }
+        );
+        if counts.vmxon != target + usize::from(vmxon_ran_there) {
+            fail!(
+                "{} VMXON executed; expected {} (processor {target}'s {})",
+                counts.vmxon,
+                target + usize::from(vmxon_ran_there),
+                if vmxon_ran_there {
+                    "included"
+                } else {
+                    "refused first"
+                }
             );
         }
         println!(
