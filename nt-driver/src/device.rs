@@ -37,7 +37,17 @@ impl<Pr: Processors, A: PageAllocator> Device<Pr, A> {
     /// completion the glue applies (once, with this status).
     pub fn dispatch(&self, irp: IrpParams<'_>, log: &mut dyn Log) -> Completion {
         match action(irp.major) {
-            Action::Succeed | Action::Refuse => complete_other(irp.major),
+            Action::Open if irp.file_name_length != 0 => {
+                log.log(format_args!(
+                    "refused an open of a name below the device ({} bytes): the device has \
+                     no namespace",
+                    irp.file_name_length
+                ));
+                complete_other(irp.major, irp.file_name_length)
+            }
+            Action::Open | Action::Succeed | Action::Refuse => {
+                complete_other(irp.major, irp.file_name_length)
+            }
             Action::DeviceControl => self.device_control(irp, log),
         }
     }

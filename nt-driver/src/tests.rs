@@ -107,12 +107,13 @@ fn every_major_function_is_completed_with_its_status() {
                 code: 0,
                 input_length: 0,
                 output_length: 0,
+                file_name_length: 0,
                 buffer: None,
             },
             &mut lines,
         );
         let expected = match major {
-            0x00 | 0x02 => STATUS_SUCCESS,
+            0x00 | 0x02 | 0x12 => STATUS_SUCCESS,
             _ => STATUS_INVALID_DEVICE_REQUEST,
         };
         assert_eq!(completion, Completion::status(expected), "major {major:#x}");
@@ -129,11 +130,32 @@ fn opening_the_device_changes_nothing() {
             code: Ioctl::Enter.code(),
             input_length: 8,
             output_length: 64,
+            file_name_length: 0,
             buffer: None,
         },
         &mut Lines::default(),
     );
     assert_eq!(completion, Completion::status(STATUS_SUCCESS));
+    assert!(untouched(&mut device));
+}
+
+#[test]
+fn opening_a_name_below_the_device_is_refused_and_changes_nothing() {
+    let mut device = device(processors(2));
+    let mut lines = Lines::default();
+    let completion = device.dispatch(
+        IrpParams {
+            major: 0,
+            code: 0,
+            input_length: 0,
+            output_length: 0,
+            file_name_length: 10,
+            buffer: None,
+        },
+        &mut lines,
+    );
+    assert_eq!(completion, Completion::status(STATUS_OBJECT_NAME_NOT_FOUND));
+    assert!(lines.contains("refused an open of a name below the device"));
     assert!(untouched(&mut device));
 }
 
