@@ -9,6 +9,7 @@ use crate::dispatch::{Action, Completion, IrpParams, action, complete_other};
 use crate::ioctl::validate;
 use crate::log::Log;
 use crate::ntstatus::{STATUS_DEVICE_BUSY, STATUS_INVALID_PARAMETER, nt_success};
+use crate::power::PowerEvent;
 
 /// The driver's state, kept in the device extension.
 pub struct Device<Pr: Processors, A: PageAllocator> {
@@ -82,6 +83,18 @@ impl<Pr: Processors, A: PageAllocator> Device<Pr, A> {
             return Completion::status(STATUS_DEVICE_BUSY);
         };
         control.run(valid, buffer, log)
+    }
+
+    /// A sleep or hibernation: leaves VMX operation before it, enters it
+    /// again after it (see [`crate::power`]). Waits for a request that is
+    /// running, calling `wait` between tries: the transition must not
+    /// proceed with VMX operation on.
+    pub fn power(&self, event: PowerEvent, log: &mut dyn Log, wait: &mut dyn FnMut()) {
+        let mut control = self.control.lock(wait);
+        match event {
+            PowerEvent::Suspend => control.suspend(log),
+            PowerEvent::Resume => control.resume(log),
+        }
     }
 
     /// Before the driver unloads (no request can be running: the I/O
