@@ -100,6 +100,9 @@ fn every_layout() -> Vec<u8> {
 #[test]
 fn every_layout_encodes_to_the_pinned_bytes() {
     let all = every_layout();
-    assert_eq!(all.len(), 8 + 16 + 2 * 64 + 80 + (16 + 16 + 5 * 32 + 16) + 2 * 32);
+    assert_eq!(
+        all.len(),
+        8 + 16 + 2 * 64 + 80 + (16 + 16 + 5 * 32 + 16) + 2 * 32
+    );
     assert_eq!(fnv1a(&all), 0x024c_2277_4067_6d42);
 }
