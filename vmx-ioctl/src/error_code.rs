@@ -47,7 +47,10 @@ use vmx_core::cpuid::{Hypervisor, Signature, Vendor};
 use vmx_core::fixed_bits::ControlRegister;
 use vmx_core::{CpuidResult, Error, Fault, Instruction, Missing, VmInstructionError};
 
-use crate::wire::{get_u32, get_u64, put_u32, put_u64};
+use zerocopy::byteorder::little_endian::{U32, U64};
+use zerocopy::{FromBytes, IntoBytes};
+
+use crate::layout::ErrorLayout;
 
 /// An [`Error`] as the driver sends it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -131,7 +134,7 @@ fn unpack_u8(raw: u64) -> Option<u8> {
 
 impl WireError {
     /// The size on the wire.
-    pub const SIZE: usize = 32;
+    pub const SIZE: usize = core::mem::size_of::<ErrorLayout>();
 
     /// No error.
     pub const NONE: Self = Self {
@@ -324,13 +327,31 @@ impl WireError {
 
     /// Writes the 32 bytes into `bytes[..SIZE]`; nothing when shorter.
     pub fn encode(&self, bytes: &mut [u8]) {
-        if let Some(out) = bytes.get_mut(..Self::SIZE) {
-            put_u32(out, 0, self.code);
-            put_u32(out, 4, 0);
-            put_u64(out, 8, self.detail[0]);
-            put_u64(out, 16, self.detail[1]);
-            put_u64(out, 24, self.detail[2]);
+        // A shorter `bytes` is left untouched, as documented.
+        let _ = self.layout().write_to_prefix(bytes);
+    }
+
+    /// The error as its wire layout.
+    #[must_use]
+    pub fn layout(&self) -> ErrorLayout {
+        ErrorLayout {
+            code: U32::new(self.code),
+            reserved: U32::ZERO,
+            detail: self.detail.map(U64::new),
         }
+    }
+
+    /// The error from its wire layout; `None` when the reserved field is
+    /// not zero (the code is not checked, as in [`WireError::decode`]).
+    #[must_use]
+    pub fn from_layout(layout: &ErrorLayout) -> Option<Self> {
+        if layout.reserved != 0 {
+            return None;
+        }
+        Some(Self {
+            code: layout.code.get(),
+            detail: layout.detail.map(U64::get),
+        })
     }
 
     /// Reads the 32 bytes at the start of `bytes`; `None` when shorter or
@@ -338,14 +359,8 @@ impl WireError {
     /// one decodes, and [`WireError::to_error`] says `None`.
     #[must_use]
     pub fn decode(bytes: &[u8]) -> Option<Self> {
-        let bytes = bytes.get(..Self::SIZE)?;
-        if get_u32(bytes, 4) != 0 {
-            return None;
-        }
-        Some(Self {
-            code: get_u32(bytes, 0),
-            detail: [get_u64(bytes, 8), get_u64(bytes, 16), get_u64(bytes, 24)],
-        })
+        let (layout, _) = ErrorLayout::read_from_prefix(bytes).ok()?;
+        Self::from_layout(&layout)
     }
 }
 
