@@ -1,9 +1,15 @@
 //! # vmx-arch
 //!
 //! vmx-core's [`Cpu`](vmx_core::Cpu) trait over real x86-64 instructions:
-//! CPUID, RDMSR/WRMSR, MOV to and from CR0/CR4, VMXON/VMXOFF and
-//! VMCLEAR/VMPTRLD with RFLAGS read back (and the VM-instruction error,
-//! read with VMREAD, where there is one).
+//! CPUID, RDMSR/WRMSR, MOV to and from CR0/CR4 (and from CR3), the segment
+//! selectors, SGDT/SIDT and TR's base, VMXON/VMXOFF, VMCLEAR/VMPTRLD and
+//! VMREAD/VMWRITE with RFLAGS read back (and the VM-instruction error, read
+//! with VMREAD, where there is one), and VMLAUNCH/VMRESUME through the
+//! host's VM-exit entry point: the assembly that saves the host's
+//! callee-saved registers, writes the host-state RSP and RIP, loads the
+//! guest's general registers and enters the guest, and, at the VM exit,
+//! saves the guest's registers, restores the host's and returns to Rust,
+//! which handles the exit and enters again with VMRESUME.
 //!
 //! Every `unsafe` operation of the project's ring-0 path lives here, one
 //! operation per block, each with the reason it holds. Safe code cannot
@@ -11,7 +17,8 @@
 //! methods execute privileged instructions that only CPL 0 may run.
 //!
 //! With the `fault-recovery` feature (ELF targets), RDMSR, WRMSR, VMXON,
-//! VMXOFF, VMCLEAR, VMPTRLD and VMREAD are *guarded*: each site is listed in the
+//! VMXOFF, VMCLEAR, VMPTRLD, VMREAD, VMWRITE, VMLAUNCH and VMRESUME are
+//! *guarded*: each site is listed in the
 //! `vmx_extable` section, and a kernel that owns its IDT can resume a
 //! faulting guarded instruction with [`extable::recover`]; the instruction
 //! then reports the fault ([`vmx_core::Fault`]) instead of crashing. Without

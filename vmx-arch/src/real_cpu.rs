@@ -2,7 +2,10 @@
 
 use core::marker::PhantomData;
 
-use vmx_core::{Cpu, CpuidResult, Fault, VmxOutcome};
+use vmx_core::{
+    Cpu, CpuidResult, DescriptorTable, DescriptorTables, Fault, GuestRegisters, SegmentSelectors,
+    VmxOutcome,
+};
 
 use crate::instructions;
 
@@ -43,7 +46,10 @@ fn outcome(rflags: u64) -> VmxOutcome {
         // whose VM-instruction error field holds the number; a RealCpu only
         // exists at CPL 0 (RealCpu::new's contract).
         let read = unsafe { instructions::vmread(VM_INSTRUCTION_ERROR) };
-        read.ok().flatten().map_or(0, |v| v as u32)
+        match read {
+            Ok((flags, value)) if flags & 0x41 == 0 => value as u32,
+            _ => 0,
+        }
     })
 }
 
@@ -115,5 +121,95 @@ impl Cpu for RealCpu {
         unsafe { instructions::vmptrld(region) }
             .map(outcome)
             .map_err(Fault::from_vector)
+    }
+
+    fn read_cr3(&mut self) -> u64 {
+        // SAFETY: CPL 0 by RealCpu::new's contract.
+        unsafe { instructions::read_cr3() }
+    }
+
+    fn read_segment_selectors(&mut self) -> SegmentSelectors {
+        let [cs, ss, ds, es, fs, gs, tr] = instructions::read_selectors();
+        SegmentSelectors {
+            cs,
+            ss,
+            ds,
+            es,
+            fs,
+            gs,
+            tr,
+        }
+    }
+
+    fn read_descriptor_tables(&mut self) -> DescriptorTables {
+        let [(gdt_base, gdt_limit), (idt_base, idt_limit)] = instructions::read_descriptor_tables();
+        DescriptorTables {
+            gdtr: DescriptorTable {
+                base: gdt_base,
+                limit: gdt_limit,
+            },
+            idtr: DescriptorTable {
+                base: idt_base,
+                limit: idt_limit,
+            },
+        }
+    }
+
+    fn read_tr_base(&mut self) -> u64 {
+        let tr = instructions::read_selectors()[6];
+        let [(gdt_base, gdt_limit), _] = instructions::read_descriptor_tables();
+        // A null TR, or one in an LDT or beyond the GDT's limit: no
+        // descriptor to read.
+        if tr & !7 == 0 || tr & 4 != 0 || u64::from(tr & !7) + 15 > u64::from(gdt_limit) {
+            return 0;
+        }
+        // SAFETY: the GDT is the running processor's (SGDT), mapped while
+        // this kernel runs, and the 16-byte descriptor lies within its
+        // limit (checked above).
+        unsafe { instructions::system_segment_base(gdt_base, tr) }
+    }
+
+    fn vmwrite(&mut self, field: u32, value: u64) -> Result<VmxOutcome, Fault> {
+        // SAFETY: CPL 0; vmx-core writes the fields of a VMCS it checked
+        // (or, in a test, one it means the processor to refuse); the host
+        // RSP and RIP, which decide where a VM exit lands, are written only
+        // by `vmlaunch`/`vmresume` below.
+        unsafe { instructions::vmwrite(u64::from(field), value) }
+            .map(outcome)
+            .map_err(Fault::from_vector)
+    }
+
+    fn vmread(&mut self, field: u32) -> Result<(VmxOutcome, u64), Fault> {
+        // SAFETY: CPL 0; VMREAD only reads.
+        let (flags, value) =
+            unsafe { instructions::vmread(u64::from(field)) }.map_err(Fault::from_vector)?;
+        let outcome = outcome(flags);
+        Ok((
+            outcome,
+            if outcome == VmxOutcome::Succeed {
+                value
+            } else {
+                0
+            },
+        ))
+    }
+
+    fn vmlaunch(&mut self, registers: &mut GuestRegisters) -> Result<VmxOutcome, Fault> {
+        enter(registers, false)
+    }
+
+    fn vmresume(&mut self, registers: &mut GuestRegisters) -> Result<VmxOutcome, Fault> {
+        enter(registers, true)
+    }
+}
+
+fn enter(registers: &mut GuestRegisters, resume: bool) -> Result<VmxOutcome, Fault> {
+    // SAFETY: CPL 0; vmx-core enters only a VMCS it configured from this
+    // processor's own host state (HostState::capture), so a VM exit lands
+    // back in this kernel on this stack.
+    match unsafe { instructions::enter_guest(registers, resume) } {
+        Ok(None) => Ok(VmxOutcome::Succeed),
+        Ok(Some(rflags)) => Ok(outcome(rflags)),
+        Err(vector) => Err(Fault::from_vector(vector)),
     }
 }

@@ -2,7 +2,7 @@
 //! the measure of what entering and leaving VMX operation costs, on any
 //! backend (the simulated processor, an emulated one, real hardware).
 
-use crate::cpu::{Cpu, CpuidResult, Fault};
+use crate::cpu::{Cpu, CpuidResult, DescriptorTables, Fault, GuestRegisters, SegmentSelectors};
 use crate::instruction::VmxOutcome;
 
 /// How many of each privileged operation ran.
@@ -34,6 +34,17 @@ pub struct OperationCounts {
     pub vmclear: usize,
     /// VMPTRLD, whatever its outcome.
     pub vmptrld: usize,
+    /// Reads of host state: MOV from CR3, the segment selectors, SGDT and
+    /// SIDT, TR's base.
+    pub state_reads: usize,
+    /// VMWRITE, whatever its outcome.
+    pub vmwrite: usize,
+    /// VMREAD, whatever its outcome.
+    pub vmread: usize,
+    /// VMLAUNCH, whatever its outcome.
+    pub vmlaunch: usize,
+    /// VMRESUME, whatever its outcome.
+    pub vmresume: usize,
 }
 
 impl OperationCounts {
@@ -51,6 +62,11 @@ impl OperationCounts {
             + self.vmxoff
             + self.vmclear
             + self.vmptrld
+            + self.state_reads
+            + self.vmwrite
+            + self.vmread
+            + self.vmlaunch
+            + self.vmresume
     }
 }
 
@@ -75,6 +91,11 @@ impl core::ops::Sub for OperationCounts {
                 .saturating_sub(earlier.vmxoff_succeeded),
             vmclear: self.vmclear.saturating_sub(earlier.vmclear),
             vmptrld: self.vmptrld.saturating_sub(earlier.vmptrld),
+            state_reads: self.state_reads.saturating_sub(earlier.state_reads),
+            vmwrite: self.vmwrite.saturating_sub(earlier.vmwrite),
+            vmread: self.vmread.saturating_sub(earlier.vmread),
+            vmlaunch: self.vmlaunch.saturating_sub(earlier.vmlaunch),
+            vmresume: self.vmresume.saturating_sub(earlier.vmresume),
         }
     }
 }
@@ -102,6 +123,13 @@ impl core::fmt::Display for OperationCounts {
         if self.vmclear + self.vmptrld > 0 {
             write!(f, ", {} VMCLEAR, {} VMPTRLD", self.vmclear, self.vmptrld)?;
         }
+        if self.state_reads + self.vmwrite + self.vmread + self.vmlaunch + self.vmresume > 0 {
+            write!(
+                f,
+                ", {} state reads, {} VMWRITE, {} VMREAD, {} VMLAUNCH, {} VMRESUME",
+                self.state_reads, self.vmwrite, self.vmread, self.vmlaunch, self.vmresume
+            )?;
+        }
         f.write_str(")")
     }
 }
@@ -121,6 +149,11 @@ impl core::ops::AddAssign for OperationCounts {
         self.vmxoff_succeeded += other.vmxoff_succeeded;
         self.vmclear += other.vmclear;
         self.vmptrld += other.vmptrld;
+        self.state_reads += other.state_reads;
+        self.vmwrite += other.vmwrite;
+        self.vmread += other.vmread;
+        self.vmlaunch += other.vmlaunch;
+        self.vmresume += other.vmresume;
     }
 }
 
@@ -150,6 +183,11 @@ impl<C: Cpu> Counting<C> {
                 vmxoff_succeeded: 0,
                 vmclear: 0,
                 vmptrld: 0,
+                state_reads: 0,
+                vmwrite: 0,
+                vmread: 0,
+                vmlaunch: 0,
+                vmresume: 0,
             },
         }
     }
@@ -223,6 +261,46 @@ impl<C: Cpu> Cpu for Counting<C> {
     fn vmptrld(&mut self, region: u64) -> Result<VmxOutcome, Fault> {
         self.counts.vmptrld += 1;
         self.inner.vmptrld(region)
+    }
+
+    fn read_cr3(&mut self) -> u64 {
+        self.counts.state_reads += 1;
+        self.inner.read_cr3()
+    }
+
+    fn read_segment_selectors(&mut self) -> SegmentSelectors {
+        self.counts.state_reads += 1;
+        self.inner.read_segment_selectors()
+    }
+
+    fn read_descriptor_tables(&mut self) -> DescriptorTables {
+        self.counts.state_reads += 1;
+        self.inner.read_descriptor_tables()
+    }
+
+    fn read_tr_base(&mut self) -> u64 {
+        self.counts.state_reads += 1;
+        self.inner.read_tr_base()
+    }
+
+    fn vmwrite(&mut self, field: u32, value: u64) -> Result<VmxOutcome, Fault> {
+        self.counts.vmwrite += 1;
+        self.inner.vmwrite(field, value)
+    }
+
+    fn vmread(&mut self, field: u32) -> Result<(VmxOutcome, u64), Fault> {
+        self.counts.vmread += 1;
+        self.inner.vmread(field)
+    }
+
+    fn vmlaunch(&mut self, registers: &mut GuestRegisters) -> Result<VmxOutcome, Fault> {
+        self.counts.vmlaunch += 1;
+        self.inner.vmlaunch(registers)
+    }
+
+    fn vmresume(&mut self, registers: &mut GuestRegisters) -> Result<VmxOutcome, Fault> {
+        self.counts.vmresume += 1;
+        self.inner.vmresume(registers)
     }
 }
 

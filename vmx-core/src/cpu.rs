@@ -78,6 +78,83 @@ impl core::fmt::Display for Fault {
     }
 }
 
+/// The segment selectors of the running processor (MOV from CS, SS, DS,
+/// ES, FS, GS; STR for TR), as the host-state area wants them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct SegmentSelectors {
+    /// CS.
+    pub cs: u16,
+    /// SS.
+    pub ss: u16,
+    /// DS.
+    pub ds: u16,
+    /// ES.
+    pub es: u16,
+    /// FS.
+    pub fs: u16,
+    /// GS.
+    pub gs: u16,
+    /// TR (STR).
+    pub tr: u16,
+}
+
+/// A descriptor-table register as SGDT or SIDT stores it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct DescriptorTable {
+    /// The linear base address.
+    pub base: u64,
+    /// The limit.
+    pub limit: u16,
+}
+
+/// GDTR and IDTR of the running processor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub struct DescriptorTables {
+    /// GDTR (SGDT).
+    pub gdtr: DescriptorTable,
+    /// IDTR (SIDT).
+    pub idtr: DescriptorTable,
+}
+
+/// The guest's general-purpose registers other than RSP (which the VMCS
+/// holds): loaded before VM entry and saved at VM exit by the backend, as
+/// the processor switches none of them. `repr(C)` because assembly reads
+/// and writes it at fixed offsets (8 bytes each, in this order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+#[repr(C)]
+pub struct GuestRegisters {
+    /// RAX.
+    pub rax: u64,
+    /// RBX.
+    pub rbx: u64,
+    /// RCX.
+    pub rcx: u64,
+    /// RDX.
+    pub rdx: u64,
+    /// RSI.
+    pub rsi: u64,
+    /// RDI.
+    pub rdi: u64,
+    /// RBP.
+    pub rbp: u64,
+    /// R8.
+    pub r8: u64,
+    /// R9.
+    pub r9: u64,
+    /// R10.
+    pub r10: u64,
+    /// R11.
+    pub r11: u64,
+    /// R12.
+    pub r12: u64,
+    /// R13.
+    pub r13: u64,
+    /// R14.
+    pub r14: u64,
+    /// R15.
+    pub r15: u64,
+}
+
 /// One logical processor's privileged operations.
 ///
 /// Every method acts on the processor the code runs on; the platform's
@@ -146,4 +223,53 @@ pub trait Cpu {
     /// The fault VMPTRLD raised (#UD outside VMX operation), where the
     /// backend can catch it.
     fn vmptrld(&mut self, region: u64) -> Result<VmxOutcome, Fault>;
+
+    /// MOV from CR3.
+    fn read_cr3(&mut self) -> u64;
+
+    /// The segment selectors (MOV from the segment registers, STR).
+    fn read_segment_selectors(&mut self) -> SegmentSelectors;
+
+    /// GDTR and IDTR (SGDT, SIDT).
+    fn read_descriptor_tables(&mut self) -> DescriptorTables;
+
+    /// The base address of the TSS that TR selects, from its descriptor in
+    /// the GDT (no instruction reads it; 0 when TR is 0).
+    fn read_tr_base(&mut self) -> u64;
+
+    /// VMWRITE of `value` to the current VMCS's field `field` (its
+    /// encoding).
+    ///
+    /// # Errors
+    /// The fault VMWRITE raised (#UD outside VMX operation), where the
+    /// backend can catch it.
+    fn vmwrite(&mut self, field: u32, value: u64) -> Result<VmxOutcome, Fault>;
+
+    /// VMREAD of the current VMCS's field `field`: the outcome and, when it
+    /// is [`VmxOutcome::Succeed`], the value (0 otherwise).
+    ///
+    /// # Errors
+    /// The fault VMREAD raised (#UD outside VMX operation), where the
+    /// backend can catch it.
+    fn vmread(&mut self, field: u32) -> Result<(VmxOutcome, u64), Fault>;
+
+    /// VMLAUNCH of the current VMCS with the guest's general registers
+    /// `registers`. The backend writes the host-state RSP and RIP fields
+    /// (its own stack and VM-exit entry point) just before. Returns
+    /// [`VmxOutcome::Succeed`] when VM entry began and a VM exit (or a
+    /// VM-entry failure while loading guest state, which is reported as a
+    /// VM exit) has since brought control back, with the guest's registers
+    /// saved in `registers`; VMfailInvalid or VMfailValid when VMLAUNCH
+    /// itself failed (`registers` unchanged).
+    ///
+    /// # Errors
+    /// The fault VMLAUNCH raised, where the backend can catch it.
+    fn vmlaunch(&mut self, registers: &mut GuestRegisters) -> Result<VmxOutcome, Fault>;
+
+    /// VMRESUME of the current, launched VMCS; otherwise as
+    /// [`Cpu::vmlaunch`].
+    ///
+    /// # Errors
+    /// The fault VMRESUME raised, where the backend can catch it.
+    fn vmresume(&mut self, registers: &mut GuestRegisters) -> Result<VmxOutcome, Fault>;
 }

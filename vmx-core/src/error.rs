@@ -244,6 +244,57 @@ pub enum Error {
     /// The platform could not run code on the processor.
     #[error("the platform cannot run code on this processor")]
     ProcessorUnavailable,
+    /// A control the hypervisor requires is one the processor does not
+    /// allow (SDM Appendix A, "Algorithms for Determining VMX
+    /// Capabilities").
+    #[error(
+        "the {control} need bit {bit} to be {}, which the processor does not allow",
+        u8::from(*setting)
+    )]
+    ControlNotAllowed {
+        /// The control field.
+        control: crate::controls::Control,
+        /// The bit.
+        bit: u8,
+        /// The setting required.
+        setting: bool,
+    },
+    /// The VMCS description breaks VM-entry rules: nothing was written.
+    #[error("the VMCS breaks {failing} VM-entry rule(s), the first: {rule}")]
+    EntryRulesBroken {
+        /// The first rule broken, in the SDM's order.
+        rule: crate::entry_checks::Rule,
+        /// How many rules are broken.
+        failing: usize,
+    },
+    /// VMREAD or VMWRITE of a VMCS field failed.
+    #[error("{} of {field} failed with {outcome}", if *write { "VMWRITE" } else { "VMREAD" })]
+    VmcsFieldFailed {
+        /// The field.
+        field: crate::fields::Field,
+        /// VMWRITE (true) or VMREAD.
+        write: bool,
+        /// VMfailInvalid or VMfailValid.
+        outcome: crate::instruction::VmxOutcome,
+    },
+    /// VMREAD or VMWRITE raised an exception.
+    #[error("{} of {field} raised {fault}", if *write { "VMWRITE" } else { "VMREAD" })]
+    VmcsFieldFaulted {
+        /// The field.
+        field: crate::fields::Field,
+        /// VMWRITE (true) or VMREAD.
+        write: bool,
+        /// The exception.
+        fault: Fault,
+    },
+    /// VMLAUNCH or VMRESUME raised an exception.
+    #[error("{} raised {fault}", if *resume { "VMRESUME" } else { "VMLAUNCH" })]
+    EntryFaulted {
+        /// VMRESUME (true) or VMLAUNCH.
+        resume: bool,
+        /// The exception.
+        fault: Fault,
+    },
     /// More processors than the caller gave state slots for.
     #[error("{count} processors but state for only {capacity}")]
     TooManyProcessors {

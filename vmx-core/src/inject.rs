@@ -7,7 +7,7 @@
 //! really executes. Nothing here is used on a normal path; a front end
 //! enables it only when a test asks.
 
-use crate::cpu::{Cpu, CpuidResult, Fault};
+use crate::cpu::{Cpu, CpuidResult, DescriptorTables, Fault, GuestRegisters, SegmentSelectors};
 use crate::cpuid::{DEFAULT_PHYSICAL_ADDRESS_WIDTH, LEAF_ADDRESS_SIZES};
 use crate::feature_control::{FeatureControlFlags, IA32_FEATURE_CONTROL};
 use crate::fixed_bits::{CR0_NE, CR4_VMXE};
@@ -62,6 +62,17 @@ pub enum Injection {
     /// processor's VMXON region, say: VMCLEAR must fail with VMfailValid,
     /// error 3). (Bypasses the check that a VMCS is not the VMXON region.)
     RedirectVmclear(u64),
+    /// VMWRITE of the VMCS field with encoding `field` writes `value`
+    /// instead of what vmx-core asked for: a VMCS that breaks one VM-entry
+    /// rule reaches VMLAUNCH although vmx-core's checks saw a valid one, so
+    /// that the processor's own verdict shows. (Bypasses
+    /// [`entry_checks::check`](crate::entry_checks::check).)
+    OverrideField {
+        /// The field's encoding.
+        field: u32,
+        /// The value written instead.
+        value: u64,
+    },
 }
 
 impl Injection {
@@ -95,7 +106,7 @@ impl Injection {
     /// `drop-cr0-ne`, `feature-control-reads-enabled`, `lock-alone`,
     /// `drop-lock`,
     /// `misalign-vmxon`, `vmxon-beyond-width`, `hide-vmxe`, `leave-first`,
-    /// `redirect-vmclear`.
+    /// `redirect-vmclear`, `override-field`.
     #[must_use]
     pub const fn name(self) -> &'static str {
         match self {
@@ -111,6 +122,7 @@ impl Injection {
             Self::HideVmxe => "hide-vmxe",
             Self::LeaveFirst => "leave-first",
             Self::RedirectVmclear(_) => "redirect-vmclear",
+            Self::OverrideField { .. } => "override-field",
         }
     }
 }
@@ -234,6 +246,43 @@ impl<C: Cpu> Cpu for Injecting<C> {
 
     fn vmptrld(&mut self, region: u64) -> Result<VmxOutcome, Fault> {
         self.inner.vmptrld(region)
+    }
+
+    fn read_cr3(&mut self) -> u64 {
+        self.inner.read_cr3()
+    }
+
+    fn read_segment_selectors(&mut self) -> SegmentSelectors {
+        self.inner.read_segment_selectors()
+    }
+
+    fn read_descriptor_tables(&mut self) -> DescriptorTables {
+        self.inner.read_descriptor_tables()
+    }
+
+    fn read_tr_base(&mut self) -> u64 {
+        self.inner.read_tr_base()
+    }
+
+    fn vmwrite(&mut self, field: u32, value: u64) -> Result<VmxOutcome, Fault> {
+        match self.injection {
+            Injection::OverrideField { field: f, value } if f == field => {
+                self.inner.vmwrite(field, value)
+            }
+            _ => self.inner.vmwrite(field, value),
+        }
+    }
+
+    fn vmread(&mut self, field: u32) -> Result<(VmxOutcome, u64), Fault> {
+        self.inner.vmread(field)
+    }
+
+    fn vmlaunch(&mut self, registers: &mut GuestRegisters) -> Result<VmxOutcome, Fault> {
+        self.inner.vmlaunch(registers)
+    }
+
+    fn vmresume(&mut self, registers: &mut GuestRegisters) -> Result<VmxOutcome, Fault> {
+        self.inner.vmresume(registers)
     }
 }
 

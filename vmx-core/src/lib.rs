@@ -7,7 +7,9 @@
 //! VMX Operation", Appendix A).
 //!
 //! The crate knows no hardware: its logic runs against the [`Cpu`] trait
-//! (CPUID, MSRs, CR0/CR4, VMXON/VMXOFF, VMCLEAR/VMPTRLD) and the platform traits
+//! (CPUID, MSRs, CR0/CR3/CR4, segment and descriptor-table registers,
+//! VMXON/VMXOFF, VMCLEAR/VMPTRLD, VMREAD/VMWRITE, VMLAUNCH/VMRESUME) and the
+//! platform traits
 //! [`Processors`] and [`PageAllocator`]. `vmx-arch` implements [`Cpu`] with
 //! real instructions; a Windows driver, a UEFI application or a bare-metal
 //! kernel implements the platform traits. No `unsafe`, no allocation, no
@@ -53,6 +55,14 @@
 //! #     fn vmxoff(&mut self) -> Result<VmxOutcome, Fault> { self.on = false; Ok(VmxOutcome::Succeed) }
 //! #     fn vmclear(&mut self, _: u64) -> Result<VmxOutcome, Fault> { Ok(VmxOutcome::Succeed) }
 //! #     fn vmptrld(&mut self, _: u64) -> Result<VmxOutcome, Fault> { Ok(VmxOutcome::Succeed) }
+//! #     fn read_cr3(&mut self) -> u64 { 0x1000 }
+//! #     fn read_segment_selectors(&mut self) -> vmx_core::SegmentSelectors { Default::default() }
+//! #     fn read_descriptor_tables(&mut self) -> vmx_core::DescriptorTables { Default::default() }
+//! #     fn read_tr_base(&mut self) -> u64 { 0 }
+//! #     fn vmwrite(&mut self, _: u32, _: u64) -> Result<VmxOutcome, Fault> { Ok(VmxOutcome::FailInvalid) }
+//! #     fn vmread(&mut self, _: u32) -> Result<(VmxOutcome, u64), Fault> { Ok((VmxOutcome::FailInvalid, 0)) }
+//! #     fn vmlaunch(&mut self, _: &mut vmx_core::GuestRegisters) -> Result<VmxOutcome, Fault> { Ok(VmxOutcome::FailInvalid) }
+//! #     fn vmresume(&mut self, _: &mut vmx_core::GuestRegisters) -> Result<VmxOutcome, Fault> { Ok(VmxOutcome::FailInvalid) }
 //! # }
 //! struct OneProcessor(Sim);
 //! impl Processors for OneProcessor {
@@ -112,12 +122,15 @@ extern crate alloc;
 
 pub mod capabilities;
 pub mod conformance;
+pub mod controls;
 pub mod counting;
 pub mod cpu;
 pub mod cpuid;
 pub mod diagnosis;
+pub mod entry_checks;
 pub mod error;
 pub mod feature_control;
+pub mod fields;
 pub mod fixed_bits;
 pub mod inject;
 pub mod instruction;
@@ -129,6 +142,8 @@ pub mod processors;
 pub mod region;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
+pub mod state;
+pub mod vm_exit;
 pub mod vmcs;
 pub mod vmx_basic;
 
@@ -137,12 +152,16 @@ mod tests;
 
 pub use capabilities::{Capabilities, ControlMsr, VmxCapabilities};
 pub use conformance::Nonconformance;
+pub use controls::{Control, ControlRequest, Controls};
 pub use counting::{Counting, OperationCounts};
 #[cfg(any(test, feature = "mock"))]
 pub use cpu::MockCpu;
-pub use cpu::{Cpu, CpuidResult, Fault};
+pub use cpu::{
+    Cpu, CpuidResult, DescriptorTable, DescriptorTables, Fault, GuestRegisters, SegmentSelectors,
+};
 pub use cpuid::{CpuIdentity, Hypervisor, Vendor};
 pub use diagnosis::{CpuObserver, MsrRead, Observe, ProcessorReport, Verdict, diagnose};
+pub use entry_checks::{EntryCapabilities, Rule, Violations};
 pub use error::{Error, Instruction, ProcessorError, Result};
 pub use feature_control::{FeatureControl, FeatureControlState};
 pub use fixed_bits::FixedBits;
@@ -152,5 +171,7 @@ pub use operation::{EnterFailure, LeaveFailure, Processor, ProcessorStatus};
 pub use plan::{Decision, Missing, Plan, Readings, decide};
 pub use platform::{OutOfMemory, Page, PageAllocator, ProcessorUnavailable, Processors};
 pub use processors::{enter_all, leave_all};
+pub use state::{GuestState, HostState, VmcsDescription};
+pub use vm_exit::{BasicExitReason, EntryOutcome, VmExit};
 pub use vmcs::Vmcs;
 pub use vmx_basic::VmxBasic;

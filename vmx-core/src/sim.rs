@@ -43,10 +43,13 @@
 //! ```
 
 use alloc::boxed::Box;
-use alloc::collections::BTreeSet;
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::vec::Vec;
 
-use crate::cpu::{Cpu, CpuidResult, Fault};
+use crate::cpu::{
+    Cpu, CpuidResult, DescriptorTable, DescriptorTables, Fault, GuestRegisters, SegmentSelectors,
+};
+use crate::fields::{self, Field, FieldType};
 use crate::instruction::{VmInstructionError, VmxOutcome};
 use crate::platform::{OutOfMemory, Page, PageAllocator, ProcessorUnavailable, Processors};
 
@@ -57,9 +60,28 @@ pub const BASIC: u64 = 0x00d8_1000_0000_002b;
 pub const CR0_FIXED: (u64, u64) = (0x8000_0021, 0xffff_ffff);
 /// IA32_VMX_CR4_FIXED0 and IA32_VMX_CR4_FIXED1 of Bochs' corei7_skylake_x.
 pub const CR4_FIXED: (u64, u64) = (0x2000, 0x0037_27ff);
-/// Any other VMX control MSR (0x481 to 0x485, 0x48a, 0x48d to 0x490): a
-/// placeholder with bits 1, 2 and 4 fixed to 1 and the low 8 bits allowed.
-pub const CONTROLS: u64 = 0x0000_00ff_0000_0016;
+/// The other VMX capability MSRs of Bochs' corei7_skylake_x (from an e2e
+/// `vmx-dump/1` of Bochs 2.7): the control MSRs 0x481 to 0x484, 0x485
+/// (IA32_VMX_MISC), 0x48a (VMCS_ENUM), 0x48b (PROCBASED_CTLS2), 0x48c
+/// (EPT_VPID_CAP), the TRUE control MSRs 0x48d to 0x490, 0x491 (VMFUNC).
+pub const VMX_MSRS: [(u32, u64); 14] = [
+    (0x481, 0x7f_0000_0016),
+    (0x482, 0xf7f9_fffe_0401_e172),
+    (0x483, 0x7f_ffff_0003_6dff),
+    (0x484, 0xffff_0000_11ff),
+    (0x485, 0x6004_01e0),
+    (0x48a, 0x34),
+    (0x48b, 0x0217_7fff_0000_0000),
+    (0x48c, 0x0f01_0633_4141),
+    (0x48d, 0x7f_0000_0016),
+    (0x48e, 0xf7f9_fffe_0400_6172),
+    (0x48f, 0x7f_ffff_0003_6dfb),
+    (0x490, 0xffff_0000_11fb),
+    (0x491, 0x1),
+    (0x277, 0x0007_0406_0007_0406),
+];
+/// IA32_EFER of a 64-bit kernel: LME and LMA.
+pub const EFER: u64 = 0x500;
 /// CR0 in a kernel GRUB booted under Bochs (NE clear).
 pub const GRUB_CR0: u64 = 0xe000_0011;
 /// CR4 in a kernel GRUB booted under Bochs.
@@ -181,7 +203,43 @@ pub enum Op {
     Vmclear,
     /// VMPTRLD.
     Vmptrld,
+    /// A read of host state: CR3, selectors, descriptor tables, TR base.
+    ReadState,
+    /// VMWRITE of a field.
+    Vmwrite(u32),
+    /// VMREAD of a field.
+    Vmread(u32),
+    /// VMLAUNCH.
+    Vmlaunch,
+    /// VMRESUME.
+    Vmresume,
 }
+
+/// The CR3 of the simulated kernel.
+pub const CR3: u64 = 0x10_2000;
+/// The selectors of the simulated kernel (a TSS at 0x20).
+pub const SELECTORS: SegmentSelectors = SegmentSelectors {
+    cs: 0x08,
+    ss: 0x10,
+    ds: 0x10,
+    es: 0x10,
+    fs: 0,
+    gs: 0,
+    tr: 0x20,
+};
+/// The simulated kernel's GDTR and IDTR.
+pub const TABLES: DescriptorTables = DescriptorTables {
+    gdtr: DescriptorTable {
+        base: 0x10_1000,
+        limit: 0x127,
+    },
+    idtr: DescriptorTable {
+        base: 0x10_3000,
+        limit: 0xfff,
+    },
+};
+/// The simulated kernel's TSS.
+pub const TR_BASE: u64 = 0x11_0000;
 
 /// A simulated logical processor: Bochs' corei7_skylake_x with
 /// IA32_FEATURE_CONTROL locked by firmware, VMX enabled.
@@ -210,6 +268,9 @@ pub struct SimCpu {
     /// MSRs whose RDMSR raises #GP although the model has them (a broken
     /// nested hypervisor).
     pub faulting_msrs: Vec<u32>,
+    /// MSR values that replace the model's (another model's capability
+    /// MSRs, say).
+    pub msr_overrides: Vec<(u32, u64)>,
     /// In VMX operation.
     pub in_vmx: bool,
     /// The VMXON pointer while in VMX operation.
@@ -223,8 +284,22 @@ pub struct SimCpu {
     pub ops: Vec<Op>,
     /// Operations that real hardware would have faulted on.
     pub violations: Vec<&'static str>,
+    /// The selectors MOV from the segment registers and STR read.
+    pub selectors: SegmentSelectors,
+    /// The fields of every VMCS written so far, by region and encoding.
+    pub vmcs_fields: BTreeMap<(u64, u32), u64>,
+    /// The VMCS regions whose launch state is "launched".
+    pub launched: BTreeSet<u64>,
+    /// What the guest does, one VM exit per entry: the basic exit reason
+    /// and the VM-exit instruction length. When the script is empty, the
+    /// guest executes HLT (reason 12, length 1).
+    pub guest_script: VecDeque<(u16, u32)>,
+    /// VM entries that reached the guest.
+    pub entries: usize,
     /// CR0 and CR4 before anything ran.
     booted: (u64, u64),
+    /// The guest RIP at the last VM exit.
+    last_exit_rip: u64,
 }
 
 impl SimCpu {
@@ -249,13 +324,20 @@ impl SimCpu {
             cr0_fixed: CR0_FIXED,
             cr4_fixed: CR4_FIXED,
             faulting_msrs: Vec::new(),
+            msr_overrides: Vec::new(),
             in_vmx: false,
             region: None,
             current_vmcs: None,
             fail: None,
             ops: Vec::new(),
             violations: Vec::new(),
+            selectors: SELECTORS,
+            vmcs_fields: BTreeMap::new(),
+            launched: BTreeSet::new(),
+            guest_script: VecDeque::new(),
+            entries: 0,
             booted: (cr0, cr4),
+            last_exit_rip: 0,
         }
     }
 
@@ -307,6 +389,102 @@ impl SimCpu {
         } else {
             VmxOutcome::FailInvalid
         }
+    }
+
+    /// A field of the current VMCS (0 if never written).
+    #[must_use]
+    pub fn field(&self, field: Field) -> u64 {
+        self.current_vmcs
+            .and_then(|region| self.vmcs_fields.get(&(region, field.encoding())).copied())
+            .unwrap_or(0)
+    }
+
+    fn set_field(&mut self, field: Field, value: u64) {
+        if let Some(region) = self.current_vmcs {
+            self.vmcs_fields.insert((region, field.encoding()), value);
+        }
+    }
+
+    fn msr_value(&self, msr: u32) -> u64 {
+        self.msr_overrides
+            .iter()
+            .chain(VMX_MSRS.iter())
+            .find(|&&(number, _)| number == msr)
+            .map_or(0, |&(_, value)| value)
+    }
+
+    /// VM entry as the simulated processor makes it, checking a few of the
+    /// SDM's rules on its own (not with vmx-core's checker): the controls
+    /// against its TRUE capability MSRs (VMfailValid 7), host CR0/CR4
+    /// against the fixed bits, CS and TR selectors not 0 and a 64-bit host
+    /// (VMfailValid 8), guest CR0 against the fixed bits, RFLAGS bit 1
+    /// set and reserved bits clear (exit reason 33), and the VMCS link
+    /// pointer all ones (exit reason 33, qualification 4). Then the guest
+    /// runs the next step of [`SimCpu::guest_script`].
+    fn enter(&mut self, resume: bool) -> Result<VmxOutcome, Fault> {
+        self.ops
+            .push(if resume { Op::Vmresume } else { Op::Vmlaunch });
+        if !self.in_vmx {
+            return Err(Fault::InvalidOpcode);
+        }
+        let Some(region) = self.current_vmcs else {
+            return Ok(VmxOutcome::FailInvalid);
+        };
+        let launched = self.launched.contains(&region);
+        if resume && !launched {
+            return Ok(self.vmfail(VmInstructionError::VmresumeNonLaunchedVmcs));
+        }
+        if !resume && launched {
+            return Ok(self.vmfail(VmInstructionError::VmlaunchNonClearVmcs));
+        }
+        let allowed = |msr: u64, value: u64| {
+            let (must, may) = (msr & 0xffff_ffff, msr >> 32);
+            value & must == must && value & !may == 0
+        };
+        let controls_ok = [
+            (fields::PIN_BASED_VM_EXEC_CONTROL, 0x48d),
+            (fields::CPU_BASED_VM_EXEC_CONTROL, 0x48e),
+            (fields::VM_EXIT_CONTROLS, 0x48f),
+            (fields::VM_ENTRY_CONTROLS, 0x490),
+        ]
+        .iter()
+        .all(|&(field, msr)| allowed(self.msr_value(msr), self.field(field)));
+        if !controls_ok {
+            return Ok(self.vmfail(VmInstructionError::EntryInvalidControlFields));
+        }
+        let host_ok = within(self.cr0_fixed, self.field(fields::HOST_CR0))
+            && within(self.cr4_fixed, self.field(fields::HOST_CR4))
+            && self.field(fields::HOST_CS_SELECTOR) != 0
+            && self.field(fields::HOST_TR_SELECTOR) != 0
+            && self.field(fields::VM_EXIT_CONTROLS) & (1 << 9) != 0;
+        if !host_ok {
+            return Ok(self.vmfail(VmInstructionError::EntryInvalidHostStateFields));
+        }
+        let rflags = self.field(fields::GUEST_RFLAGS);
+        let guest_ok = within(self.cr0_fixed, self.field(fields::GUEST_CR0))
+            && rflags & 2 != 0
+            && rflags & 0xffff_ffff_ffc0_8028 == 0;
+        let link_ok = self.field(fields::VMCS_LINK_POINTER) == u64::MAX;
+        if !guest_ok || !link_ok {
+            self.set_field(fields::VM_EXIT_REASON, 0x8000_0021);
+            self.set_field(fields::EXIT_QUALIFICATION, if guest_ok { 4 } else { 0 });
+            return Ok(VmxOutcome::Succeed);
+        }
+        if resume {
+            let instruction = self.field(fields::VM_EXIT_INSTRUCTION_LEN);
+            if self.field(fields::GUEST_RIP) == self.last_exit_rip && instruction != 0 {
+                self.violations
+                    .push("VMRESUME at the instruction that exited: the guest repeats it forever");
+            }
+        }
+        self.launched.insert(region);
+        self.entries += 1;
+        let (reason, length) = self.guest_script.pop_front().unwrap_or((12, 1));
+        self.last_exit_rip = self.field(fields::GUEST_RIP);
+        self.set_field(fields::VM_EXIT_REASON, u64::from(reason));
+        self.set_field(fields::EXIT_QUALIFICATION, 0);
+        self.set_field(fields::VM_EXIT_INSTRUCTION_LEN, u64::from(length));
+        Ok(VmxOutcome::Succeed)
     }
 
     /// Whether a VMCS pointer is 4 KiB aligned and within the
@@ -361,6 +539,9 @@ impl Cpu for SimCpu {
         if self.faulting_msrs.contains(&msr) {
             return gp;
         }
+        if let Some(&(_, value)) = self.msr_overrides.iter().find(|&&(m, _)| m == msr) {
+            return Ok(value);
+        }
         match msr {
             0x3a if self.fails(Step::FeatureControlRead) => gp,
             0x3a => Ok(self.feature_control),
@@ -371,8 +552,12 @@ impl Cpu for SimCpu {
             0x487 => Ok(self.cr0_fixed.1),
             0x488 => Ok(self.cr4_fixed.0),
             0x489 => Ok(self.cr4_fixed.1),
-            0x481..=0x485 | 0x48a | 0x48d..=0x490 => Ok(CONTROLS),
-            _ => gp,
+            0xc000_0080 => Ok(EFER),
+            0x174..=0x176 | 0xc000_0100 | 0xc000_0101 => Ok(0),
+            _ => VMX_MSRS
+                .iter()
+                .find(|&&(number, _)| number == msr)
+                .map_or(gp, |&(_, value)| Ok(value)),
         }
     }
 
@@ -506,6 +691,7 @@ impl Cpu for SimCpu {
         if self.current_vmcs == Some(region) {
             self.current_vmcs = None;
         }
+        self.launched.remove(&region);
         Ok(VmxOutcome::Succeed)
     }
 
@@ -522,6 +708,68 @@ impl Cpu for SimCpu {
         }
         self.current_vmcs = Some(region);
         Ok(VmxOutcome::Succeed)
+    }
+
+    fn read_cr3(&mut self) -> u64 {
+        self.ops.push(Op::ReadState);
+        CR3
+    }
+
+    fn read_segment_selectors(&mut self) -> SegmentSelectors {
+        self.ops.push(Op::ReadState);
+        self.selectors
+    }
+
+    fn read_descriptor_tables(&mut self) -> DescriptorTables {
+        self.ops.push(Op::ReadState);
+        TABLES
+    }
+
+    fn read_tr_base(&mut self) -> u64 {
+        self.ops.push(Op::ReadState);
+        if self.selectors.tr == 0 { 0 } else { TR_BASE }
+    }
+
+    fn vmwrite(&mut self, encoding: u32, value: u64) -> Result<VmxOutcome, Fault> {
+        self.ops.push(Op::Vmwrite(encoding));
+        if !self.in_vmx {
+            return Err(Fault::InvalidOpcode);
+        }
+        if self.current_vmcs.is_none() {
+            return Ok(VmxOutcome::FailInvalid);
+        }
+        let field = Field::from_encoding(encoding);
+        if !field.is_well_formed() {
+            return Ok(self.vmfail(VmInstructionError::UnsupportedVmcsComponent));
+        }
+        if field.field_type() == FieldType::ReadOnlyData {
+            return Ok(self.vmfail(VmInstructionError::VmwriteReadOnlyComponent));
+        }
+        self.set_field(field, value & field.width().max());
+        Ok(VmxOutcome::Succeed)
+    }
+
+    fn vmread(&mut self, encoding: u32) -> Result<(VmxOutcome, u64), Fault> {
+        self.ops.push(Op::Vmread(encoding));
+        if !self.in_vmx {
+            return Err(Fault::InvalidOpcode);
+        }
+        if self.current_vmcs.is_none() {
+            return Ok((VmxOutcome::FailInvalid, 0));
+        }
+        let field = Field::from_encoding(encoding);
+        if !field.is_well_formed() {
+            return Ok((self.vmfail(VmInstructionError::UnsupportedVmcsComponent), 0));
+        }
+        Ok((VmxOutcome::Succeed, self.field(field)))
+    }
+
+    fn vmlaunch(&mut self, _registers: &mut GuestRegisters) -> Result<VmxOutcome, Fault> {
+        self.enter(false)
+    }
+
+    fn vmresume(&mut self, _registers: &mut GuestRegisters) -> Result<VmxOutcome, Fault> {
+        self.enter(true)
     }
 }
 

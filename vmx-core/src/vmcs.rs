@@ -9,13 +9,17 @@
 //! here first, so that a failure is named in software; an instruction's own
 //! failure is decoded as for VMXON.
 
-use crate::cpu::Cpu;
+use crate::cpu::{Cpu, GuestRegisters};
 use crate::cpuid::CpuIdentity;
+use crate::entry_checks::{self, EntryCapabilities};
 use crate::error::{Error, Instruction, Result};
+use crate::fields::{self, Field};
 use crate::instruction::VmxOutcome;
 use crate::operation::{Processor, ProcessorStatus};
 use crate::platform::Page;
 use crate::region;
+use crate::state::VmcsDescription;
+use crate::vm_exit::{EntryOutcome, ExitReason, VmExit};
 use crate::vmx_basic::{IA32_VMX_BASIC, VmxBasic};
 
 /// The size of the page vmx-core uses for a VMCS region. IA32_VMX_BASIC
@@ -43,6 +47,8 @@ pub fn prepare(page: &mut [u8; VMCS_REGION_SIZE], basic: VmxBasic) {
 #[derive(Debug)]
 pub struct Vmcs<P> {
     region: P,
+    /// The launch state is "launched": the next entry is VMRESUME.
+    launched: bool,
 }
 
 /// Loading failed: no VMCS of this region is current, and the page is
@@ -82,7 +88,10 @@ impl<P: Page> Vmcs<P> {
         mut region: P,
     ) -> Result<Self, LoadFailure<P>> {
         match check_and_prepare(cpu, processor, &mut region) {
-            Ok(()) => Ok(Self { region }),
+            Ok(()) => Ok(Self {
+                region,
+                launched: false,
+            }),
             Err(error) => Err(LoadFailure { error, region }),
         }
     }
@@ -105,6 +114,154 @@ impl<P: Page> Vmcs<P> {
             Ok(()) => Ok(self.region),
             Err(error) => Err(ClearFailure { error, vmcs: self }),
         }
+    }
+}
+
+impl<P> Vmcs<P> {
+    /// Whether the VMCS has been launched (a VM entry succeeded since it
+    /// was loaded): the next entry is VMRESUME.
+    #[must_use]
+    pub const fn is_launched(&self) -> bool {
+        self.launched
+    }
+
+    /// Checks `vmcs` against every VM-entry rule vmx-core implements
+    /// ([`entry_checks::check`]) and, only if all hold, writes every field
+    /// with VMWRITE.
+    ///
+    /// # Errors
+    /// [`Error::EntryRulesBroken`] naming the first broken rule (nothing
+    /// written; [`entry_checks::check`] lists them all); a VMWRITE failure
+    /// or fault, [`Error::VmcsFieldFailed`] or [`Error::VmcsFieldFaulted`]
+    /// (the fields before it are written).
+    pub fn configure<C: Cpu + ?Sized>(
+        &self,
+        cpu: &mut C,
+        vmcs: &VmcsDescription,
+        capabilities: &EntryCapabilities,
+    ) -> Result<()> {
+        let broken = entry_checks::check(vmcs, capabilities);
+        if let Some(rule) = broken.first() {
+            return Err(Error::EntryRulesBroken {
+                rule,
+                failing: broken.len(),
+            });
+        }
+        self.write_all(cpu, vmcs)
+    }
+
+    /// Writes every field of `vmcs` with VMWRITE, unchecked: for a test
+    /// that wants the processor to judge a VMCS vmx-core would refuse.
+    ///
+    /// # Errors
+    /// As [`Vmcs::configure`], without the checks.
+    pub fn write_all<C: Cpu + ?Sized>(&self, cpu: &mut C, vmcs: &VmcsDescription) -> Result<()> {
+        vmcs.fields()
+            .try_for_each(|(field, value)| self.write(cpu, field, value))
+    }
+
+    /// VMWRITE of one field.
+    ///
+    /// # Errors
+    /// [`Error::VmcsFieldFailed`] or [`Error::VmcsFieldFaulted`].
+    pub fn write<C: Cpu + ?Sized>(&self, cpu: &mut C, field: Field, value: u64) -> Result<()> {
+        match cpu.vmwrite(field.encoding(), value) {
+            Ok(VmxOutcome::Succeed) => Ok(()),
+            Ok(outcome) => Err(Error::VmcsFieldFailed {
+                field,
+                write: true,
+                outcome,
+            }),
+            Err(fault) => Err(Error::VmcsFieldFaulted {
+                field,
+                write: true,
+                fault,
+            }),
+        }
+    }
+
+    /// VMREAD of one field.
+    ///
+    /// # Errors
+    /// [`Error::VmcsFieldFailed`] or [`Error::VmcsFieldFaulted`].
+    pub fn read<C: Cpu + ?Sized>(&self, cpu: &mut C, field: Field) -> Result<u64> {
+        read_field(cpu, field)
+    }
+
+    /// Enters the guest: VMLAUNCH the first time, VMRESUME once a VM entry
+    /// has succeeded, with the guest's general registers in `registers`
+    /// (saved there again at the VM exit). Decodes what happened: the
+    /// instruction's VMfail, a VM-entry failure (exit reason bit 31, with
+    /// its qualification), or a VM exit with its basic reason, qualification,
+    /// instruction length and guest RIP, read with VMREAD.
+    ///
+    /// # Errors
+    /// [`Error::EntryFaulted`] when VMLAUNCH or VMRESUME raised an
+    /// exception; a VMREAD failure after a VM exit.
+    pub fn enter<C: Cpu + ?Sized>(
+        &mut self,
+        cpu: &mut C,
+        registers: &mut GuestRegisters,
+    ) -> Result<EntryOutcome> {
+        let resume = self.launched;
+        let result = if resume {
+            cpu.vmresume(registers)
+        } else {
+            cpu.vmlaunch(registers)
+        };
+        match result {
+            Err(fault) => Err(Error::EntryFaulted { resume, fault }),
+            Ok(VmxOutcome::FailInvalid) => Ok(EntryOutcome::FailInvalid),
+            Ok(VmxOutcome::FailValid(error)) => Ok(EntryOutcome::FailValid(error)),
+            Ok(VmxOutcome::Succeed) => {
+                let reason = ExitReason::from_raw(read_field(cpu, fields::VM_EXIT_REASON)? as u32);
+                let qualification = read_field(cpu, fields::EXIT_QUALIFICATION)?;
+                if reason.entry_failure() {
+                    return Ok(EntryOutcome::EntryFailure {
+                        reason: reason.basic(),
+                        qualification,
+                    });
+                }
+                self.launched = true;
+                Ok(EntryOutcome::Exit(VmExit {
+                    reason: reason.basic(),
+                    qualification,
+                    instruction_length: read_field(cpu, fields::VM_EXIT_INSTRUCTION_LEN)? as u32,
+                    guest_rip: read_field(cpu, fields::GUEST_RIP)?,
+                }))
+            }
+        }
+    }
+
+    /// After a VM exit caused by an instruction, moves the guest's RIP past
+    /// it (guest RIP + VM-exit instruction length), so that VMRESUME
+    /// continues after it.
+    ///
+    /// # Errors
+    /// A VMWRITE failure.
+    pub fn skip_instruction<C: Cpu + ?Sized>(&self, cpu: &mut C, exit: &VmExit) -> Result<()> {
+        self.write(
+            cpu,
+            fields::GUEST_RIP,
+            exit.guest_rip
+                .wrapping_add(u64::from(exit.instruction_length)),
+        )
+    }
+}
+
+fn read_field<C: Cpu + ?Sized>(cpu: &mut C, field: Field) -> Result<u64> {
+    match cpu.vmread(field.encoding()) {
+        Ok((VmxOutcome::Succeed, value)) => Ok(value),
+        Ok((outcome, _)) => Err(Error::VmcsFieldFailed {
+            field,
+            write: false,
+            outcome,
+        }),
+        Err(fault) => Err(Error::VmcsFieldFaulted {
+            field,
+            write: false,
+            fault,
+        }),
     }
 }
 
@@ -286,5 +443,158 @@ mod tests {
         assert_eq!(cpu.vmclear(0x2000), Ok(VmxOutcome::Succeed));
         assert_eq!(cpu.current_vmcs, None);
         assert_eq!(cpu.vmxon(0x3000), Ok(VmxOutcome::FailInvalid));
+    }
+
+    use crate::controls::Controls;
+    use crate::cpu::GuestRegisters;
+    use crate::entry_checks::{EntryFailure, Rule};
+    use crate::inject::{Injecting, Injection};
+    use crate::state::{GuestState, HostState};
+    use crate::vm_exit::BasicExitReason;
+
+    /// The minimal guest's VMCS on the simulated processor.
+    fn describe(cpu: &mut SimCpu) -> (VmcsDescription, EntryCapabilities) {
+        let capabilities = EntryCapabilities::read(cpu).unwrap();
+        let host = HostState::capture(cpu).unwrap();
+        let vmcs = VmcsDescription {
+            controls: Controls::compute(
+                &capabilities.controls,
+                VmcsDescription::minimal_requests(),
+            )
+            .unwrap(),
+            guest: GuestState::minimal_64bit(&host, 0x20_0000, 0x30_0000),
+            host,
+            ..VmcsDescription::default()
+        };
+        (vmcs, capabilities)
+    }
+
+    #[test]
+    fn a_guest_runs_cpuid_and_vmcall_until_hlt_and_each_exit_is_skipped() {
+        let (mut cpu, processor) = entered();
+        let mut vmcs = Vmcs::load(&mut cpu, &processor, SimPage::new(0x2000)).unwrap();
+        let (description, capabilities) = describe(&mut cpu);
+        vmcs.configure(&mut cpu, &description, &capabilities)
+            .unwrap();
+        assert_eq!(cpu.field(fields::GUEST_RIP), 0x20_0000);
+        assert_eq!(cpu.field(fields::HOST_TR_SELECTOR), 0x20);
+        assert_eq!(cpu.field(fields::VMCS_LINK_POINTER), u64::MAX);
+        cpu.guest_script = [(10, 2), (18, 3), (10, 2), (18, 3)].into_iter().collect();
+        let mut registers = GuestRegisters::default();
+        let mut reasons = std::vec::Vec::new();
+        loop {
+            let EntryOutcome::Exit(exit) = vmcs.enter(&mut cpu, &mut registers).unwrap() else {
+                panic!("no VM exit")
+            };
+            reasons.push(exit.reason);
+            if exit.reason == BasicExitReason::Hlt {
+                break;
+            }
+            vmcs.skip_instruction(&mut cpu, &exit).unwrap();
+        }
+        use BasicExitReason::{Cpuid, Hlt, Vmcall};
+        assert_eq!(reasons, [Cpuid, Vmcall, Cpuid, Vmcall, Hlt]);
+        assert_eq!(cpu.field(fields::GUEST_RIP), 0x20_0000 + 10);
+        assert_eq!((cpu.count(Op::Vmlaunch), cpu.count(Op::Vmresume)), (1, 4));
+        assert!(cpu.violations.is_empty(), "{:?}", cpu.violations);
+        vmcs.clear(&mut cpu).unwrap();
+        assert!(cpu.launched.is_empty());
+    }
+
+    #[test]
+    fn a_broken_vmcs_is_refused_before_any_vmwrite_and_every_rule_named() {
+        let (mut cpu, processor) = entered();
+        let vmcs = Vmcs::load(&mut cpu, &processor, SimPage::new(0x2000)).unwrap();
+        let (mut description, capabilities) = describe(&mut cpu);
+        description.host.selectors.tr = 0;
+        description.guest.rflags = 0;
+        assert_eq!(
+            vmcs.configure(&mut cpu, &description, &capabilities),
+            Err(Error::EntryRulesBroken {
+                rule: Rule::HostCsTrNotNull,
+                failing: 2
+            })
+        );
+        assert!(!cpu.ops.iter().any(|op| matches!(op, Op::Vmwrite(_))));
+    }
+
+    #[test]
+    fn each_rule_broken_behind_the_checker_is_refused_by_the_simulation_as_the_sdm_says() {
+        // The rules the simulated processor checks on its own.
+        let checked = [
+            Rule::PinBasedReserved,
+            Rule::PrimaryReserved,
+            Rule::ExitReserved,
+            Rule::EntryReserved,
+            Rule::HostCr0Fixed,
+            Rule::HostCsTrNotNull,
+            Rule::GuestCr0Fixed,
+            Rule::GuestRflagsReserved,
+            Rule::GuestVmcsLinkPointer,
+        ];
+        for rule in checked {
+            let (cpu, processor) = entered();
+            let mut cpu = cpu;
+            let (description, capabilities) = describe(&mut cpu);
+            let broken = entry_checks::break_rule(rule, &description).unwrap();
+            assert_eq!(
+                entry_checks::check(&broken, &capabilities)
+                    .iter()
+                    .collect::<std::vec::Vec<_>>(),
+                [rule]
+            );
+            let (field, value) = description.differing_field(&broken).unwrap();
+            let mut cpu = Injecting::new(
+                cpu,
+                Injection::OverrideField {
+                    field: field.encoding(),
+                    value,
+                },
+            );
+            let mut vmcs = Vmcs::load(&mut cpu, &processor, SimPage::new(0x2000)).unwrap();
+            vmcs.configure(&mut cpu, &description, &capabilities)
+                .unwrap();
+            let outcome = vmcs
+                .enter(&mut cpu, &mut GuestRegisters::default())
+                .unwrap();
+            let expected = match rule.failure() {
+                EntryFailure::VmFailValid(error) => EntryOutcome::FailValid(error),
+                EntryFailure::ExitReason {
+                    reason,
+                    qualification,
+                } => EntryOutcome::EntryFailure {
+                    reason,
+                    qualification,
+                },
+            };
+            assert_eq!(outcome, expected, "{rule:?}");
+            assert!(!vmcs.is_launched(), "{rule:?}");
+        }
+    }
+
+    #[test]
+    fn vmwrite_and_vmread_fail_as_the_sdm_says() {
+        let (mut cpu, processor) = entered();
+        assert_eq!(cpu.vmwrite(0x6c16, 1), Ok(VmxOutcome::FailInvalid));
+        let vmcs = Vmcs::load(&mut cpu, &processor, SimPage::new(0x2000)).unwrap();
+        assert_eq!(
+            vmcs.write(&mut cpu, fields::VM_EXIT_REASON, 1),
+            Err(Error::VmcsFieldFailed {
+                field: fields::VM_EXIT_REASON,
+                write: true,
+                outcome: VmxOutcome::FailValid(VmInstructionError::VmwriteReadOnlyComponent)
+            })
+        );
+        assert_eq!(
+            vmcs.read(&mut cpu, Field::from_encoding(0x1000)),
+            Err(Error::VmcsFieldFailed {
+                field: Field::from_encoding(0x1000),
+                write: false,
+                outcome: VmxOutcome::FailValid(VmInstructionError::UnsupportedVmcsComponent)
+            })
+        );
+        vmcs.write(&mut cpu, fields::GUEST_CS_SELECTOR, 0x1_0008)
+            .unwrap();
+        assert_eq!(vmcs.read(&mut cpu, fields::GUEST_CS_SELECTOR), Ok(0x8));
     }
 }

@@ -1,0 +1,548 @@
+//! The host-state and guest-state areas of a VMCS as values (SDM, "Host-State
+//! Area", "Guest-State Area"), the host's captured from the running
+//! processor through the [`Cpu`] trait, and the VMCS description they make
+//! up with the controls: every field vmx-core writes, checked by
+//! [`entry_checks`](crate::entry_checks) before anything is written.
+
+use crate::controls::{self, Controls};
+use crate::cpu::{Cpu, DescriptorTable, SegmentSelectors};
+use crate::error::{Error, Instruction, Result};
+use crate::fields::{self, Field};
+
+/// IA32_SYSENTER_CS.
+pub const IA32_SYSENTER_CS: u32 = 0x174;
+/// IA32_SYSENTER_ESP.
+pub const IA32_SYSENTER_ESP: u32 = 0x175;
+/// IA32_SYSENTER_EIP.
+pub const IA32_SYSENTER_EIP: u32 = 0x176;
+/// IA32_PAT.
+pub const IA32_PAT: u32 = 0x277;
+/// IA32_EFER.
+pub const IA32_EFER: u32 = 0xc000_0080;
+/// IA32_FS_BASE.
+pub const IA32_FS_BASE: u32 = 0xc000_0100;
+/// IA32_GS_BASE.
+pub const IA32_GS_BASE: u32 = 0xc000_0101;
+
+/// The access-rights bit that marks a segment unusable (bit 16; SDM,
+/// "Segment Registers" in "Guest-State Area").
+pub const AR_UNUSABLE: u32 = 1 << 16;
+/// Access rights of a 64-bit ring-0 code segment: type 11 (execute/read,
+/// accessed), S, DPL 0, P, L, G.
+pub const AR_CODE64: u32 = 0xa09b;
+/// Access rights of a flat ring-0 data segment: type 3 (read/write,
+/// accessed), S, DPL 0, P, D/B, G.
+pub const AR_DATA: u32 = 0xc093;
+/// Access rights of a busy 64-bit TSS: type 11, P.
+pub const AR_TSS_BUSY: u32 = 0x8b;
+
+/// One segment register as the guest-state area holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Segment {
+    /// The selector.
+    pub selector: u16,
+    /// The base address.
+    pub base: u64,
+    /// The limit, in bytes.
+    pub limit: u32,
+    /// The access rights in the VMCS format: bits 3:0 type, 4 S, 6:5 DPL,
+    /// 7 P, 12 AVL, 13 L, 14 D/B, 15 G, 16 unusable; 11:8 and 31:17
+    /// reserved.
+    pub access_rights: u32,
+}
+
+impl Segment {
+    /// An unusable segment with this selector.
+    #[must_use]
+    pub const fn unusable(selector: u16) -> Self {
+        Self {
+            selector,
+            base: 0,
+            limit: 0,
+            access_rights: AR_UNUSABLE,
+        }
+    }
+
+    /// Whether the unusable bit is clear.
+    #[must_use]
+    pub const fn usable(&self) -> bool {
+        self.access_rights & AR_UNUSABLE == 0
+    }
+
+    /// The segment type (bits 3:0).
+    #[must_use]
+    pub const fn segment_type(&self) -> u32 {
+        self.access_rights & 0xf
+    }
+
+    /// S, the descriptor type (bit 4): 1 for code or data.
+    #[must_use]
+    pub const fn s(&self) -> bool {
+        self.access_rights & (1 << 4) != 0
+    }
+
+    /// DPL (bits 6:5).
+    #[must_use]
+    pub const fn dpl(&self) -> u32 {
+        (self.access_rights >> 5) & 3
+    }
+
+    /// P, present (bit 7).
+    #[must_use]
+    pub const fn present(&self) -> bool {
+        self.access_rights & (1 << 7) != 0
+    }
+
+    /// L, 64-bit code (bit 13).
+    #[must_use]
+    pub const fn long(&self) -> bool {
+        self.access_rights & (1 << 13) != 0
+    }
+
+    /// D/B (bit 14).
+    #[must_use]
+    pub const fn default_big(&self) -> bool {
+        self.access_rights & (1 << 14) != 0
+    }
+
+    /// G, granularity (bit 15).
+    #[must_use]
+    pub const fn granularity(&self) -> bool {
+        self.access_rights & (1 << 15) != 0
+    }
+
+    /// The selector's RPL (bits 1:0).
+    #[must_use]
+    pub const fn rpl(&self) -> u32 {
+        (self.selector & 3) as u32
+    }
+
+    /// The selector's TI (bit 2).
+    #[must_use]
+    pub const fn ti(&self) -> bool {
+        self.selector & 4 != 0
+    }
+}
+
+/// The host-state area, captured from the running processor. The host RSP
+/// and RIP are the backend's: it writes them itself when it executes
+/// VMLAUNCH or VMRESUME (its stack and its VM-exit entry point).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct HostState {
+    /// CR0.
+    pub cr0: u64,
+    /// CR3.
+    pub cr3: u64,
+    /// CR4.
+    pub cr4: u64,
+    /// The selectors of ES, CS, SS, DS, FS, GS and TR.
+    pub selectors: SegmentSelectors,
+    /// IA32_FS_BASE.
+    pub fs_base: u64,
+    /// IA32_GS_BASE.
+    pub gs_base: u64,
+    /// The TSS base from TR's descriptor.
+    pub tr_base: u64,
+    /// GDTR.
+    pub gdtr: DescriptorTable,
+    /// IDTR.
+    pub idtr: DescriptorTable,
+    /// IA32_SYSENTER_CS.
+    pub sysenter_cs: u64,
+    /// IA32_SYSENTER_ESP.
+    pub sysenter_esp: u64,
+    /// IA32_SYSENTER_EIP.
+    pub sysenter_eip: u64,
+    /// IA32_EFER.
+    pub efer: u64,
+    /// IA32_PAT.
+    pub pat: u64,
+}
+
+impl HostState {
+    /// Captures the running processor's state: CR0, CR3, CR4, the
+    /// selectors, GDTR, IDTR, TR's base, and the FS/GS base, SYSENTER,
+    /// EFER and PAT MSRs.
+    ///
+    /// # Errors
+    /// [`Error::Faulted`] when an RDMSR faults.
+    pub fn capture<C: Cpu + ?Sized>(cpu: &mut C) -> Result<Self> {
+        let mut msr = |msr| {
+            cpu.read_msr(msr).map_err(|fault| Error::Faulted {
+                instruction: Instruction::Rdmsr(msr),
+                fault,
+            })
+        };
+        let fs_base = msr(IA32_FS_BASE)?;
+        let gs_base = msr(IA32_GS_BASE)?;
+        let sysenter_cs = msr(IA32_SYSENTER_CS)?;
+        let sysenter_esp = msr(IA32_SYSENTER_ESP)?;
+        let sysenter_eip = msr(IA32_SYSENTER_EIP)?;
+        let efer = msr(IA32_EFER)?;
+        let pat = msr(IA32_PAT)?;
+        let tables = cpu.read_descriptor_tables();
+        Ok(Self {
+            cr0: cpu.read_cr0(),
+            cr3: cpu.read_cr3(),
+            cr4: cpu.read_cr4(),
+            selectors: cpu.read_segment_selectors(),
+            fs_base,
+            gs_base,
+            tr_base: cpu.read_tr_base(),
+            gdtr: tables.gdtr,
+            idtr: tables.idtr,
+            sysenter_cs,
+            sysenter_esp,
+            sysenter_eip,
+            efer,
+            pat,
+        })
+    }
+}
+
+/// The guest-state area vmx-core writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct GuestState {
+    /// CR0.
+    pub cr0: u64,
+    /// CR3.
+    pub cr3: u64,
+    /// CR4.
+    pub cr4: u64,
+    /// DR7.
+    pub dr7: u64,
+    /// RSP.
+    pub rsp: u64,
+    /// RIP.
+    pub rip: u64,
+    /// RFLAGS.
+    pub rflags: u64,
+    /// ES.
+    pub es: Segment,
+    /// CS.
+    pub cs: Segment,
+    /// SS.
+    pub ss: Segment,
+    /// DS.
+    pub ds: Segment,
+    /// FS.
+    pub fs: Segment,
+    /// GS.
+    pub gs: Segment,
+    /// LDTR.
+    pub ldtr: Segment,
+    /// TR.
+    pub tr: Segment,
+    /// GDTR (its limit is a 32-bit field).
+    pub gdtr: (u64, u32),
+    /// IDTR (its limit is a 32-bit field).
+    pub idtr: (u64, u32),
+    /// IA32_DEBUGCTL.
+    pub debugctl: u64,
+    /// IA32_SYSENTER_CS.
+    pub sysenter_cs: u64,
+    /// IA32_SYSENTER_ESP.
+    pub sysenter_esp: u64,
+    /// IA32_SYSENTER_EIP.
+    pub sysenter_eip: u64,
+    /// IA32_PAT.
+    pub pat: u64,
+    /// IA32_EFER.
+    pub efer: u64,
+    /// The activity state: 0 active, 1 HLT, 2 shutdown, 3 wait-for-SIPI.
+    pub activity_state: u32,
+    /// The interruptibility state.
+    pub interruptibility: u32,
+    /// The pending debug exceptions.
+    pub pending_debug_exceptions: u64,
+    /// The VMCS link pointer: all ones when there is no shadow VMCS.
+    pub vmcs_link_pointer: u64,
+}
+
+impl GuestState {
+    /// A minimal 64-bit guest that runs at `rip` on `rsp` in the host's
+    /// address space: the host's CR0, CR3, CR4, GDTR, IDTR and TR, flat
+    /// ring-0 segments with the host's CS and SS selectors (a 64-bit code
+    /// segment, flat data for SS, DS, ES), FS and GS unusable with a zero
+    /// base, no LDT, interrupts off, active, and no shadow VMCS.
+    #[must_use]
+    pub fn minimal_64bit(host: &HostState, rip: u64, rsp: u64) -> Self {
+        let code = Segment {
+            selector: host.selectors.cs,
+            base: 0,
+            limit: 0xffff_ffff,
+            access_rights: AR_CODE64,
+        };
+        let data = |selector| Segment {
+            selector,
+            base: 0,
+            limit: 0xffff_ffff,
+            access_rights: AR_DATA,
+        };
+        Self {
+            cr0: host.cr0,
+            cr3: host.cr3,
+            cr4: host.cr4,
+            dr7: 0x400,
+            rsp,
+            rip,
+            rflags: 0x2,
+            es: data(host.selectors.ss),
+            cs: code,
+            ss: data(host.selectors.ss),
+            ds: data(host.selectors.ss),
+            fs: Segment::unusable(0),
+            gs: Segment::unusable(0),
+            ldtr: Segment::unusable(0),
+            tr: Segment {
+                selector: host.selectors.tr,
+                base: host.tr_base,
+                limit: 0x67,
+                access_rights: AR_TSS_BUSY,
+            },
+            gdtr: (host.gdtr.base, u32::from(host.gdtr.limit)),
+            idtr: (host.idtr.base, u32::from(host.idtr.limit)),
+            debugctl: 0,
+            sysenter_cs: host.sysenter_cs,
+            sysenter_esp: host.sysenter_esp,
+            sysenter_eip: host.sysenter_eip,
+            pat: host.pat,
+            efer: host.efer,
+            activity_state: 0,
+            interruptibility: 0,
+            pending_debug_exceptions: 0,
+            vmcs_link_pointer: u64::MAX,
+        }
+    }
+}
+
+/// Everything vmx-core writes to a VMCS: the controls, the host-state and
+/// the guest-state area, and the few other control fields a minimal guest
+/// needs (all zero here but the exception bitmap).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct VmcsDescription {
+    /// The five control fields.
+    pub controls: Controls,
+    /// The exception bitmap: a set bit makes that exception a VM exit.
+    pub exception_bitmap: u32,
+    /// The CR3-target count.
+    pub cr3_target_count: u32,
+    /// The VM-entry interruption-information field (0: inject nothing).
+    pub entry_interruption_info: u32,
+    /// The host-state area (without RSP and RIP, see [`HostState`]).
+    pub host: HostState,
+    /// The guest-state area.
+    pub guest: GuestState,
+}
+
+impl VmcsDescription {
+    /// The controls a guest that only runs CPUID, VMCALL and HLT needs on
+    /// this host: HLT exiting (CPUID and VMCALL exit unconditionally), a
+    /// 64-bit host (host address-space size), an IA-32e mode guest, and
+    /// every other control at its default.
+    #[must_use]
+    pub const fn minimal_requests() -> [controls::ControlRequest; 5] {
+        use controls::ControlRequest;
+        [
+            ControlRequest {
+                wanted: 0,
+                required: 0,
+            },
+            ControlRequest::requiring(controls::primary::HLT_EXITING),
+            ControlRequest {
+                wanted: 0,
+                required: 0,
+            },
+            ControlRequest::requiring(controls::exit::HOST_ADDRESS_SPACE_SIZE),
+            ControlRequest::requiring(controls::entry::IA32E_MODE_GUEST),
+        ]
+    }
+
+    /// The one field whose value differs between `self` and `other`, with
+    /// `other`'s value; `None` when none or several differ.
+    #[must_use]
+    pub fn differing_field(&self, other: &Self) -> Option<(Field, u64)> {
+        let mut differing = self
+            .fields()
+            .zip(other.fields())
+            .filter(|((f1, v1), (f2, v2))| f1 != f2 || v1 != v2)
+            .map(|(_, (field, value))| (field, value));
+        let first = differing.next()?;
+        differing.next().is_none().then_some(first)
+    }
+
+    /// Every field and its value, in the order vmx-core writes them:
+    /// controls, host state, guest state. The secondary controls are
+    /// written only when the primary controls activate them.
+    pub fn fields(&self) -> impl Iterator<Item = (Field, u64)> + '_ {
+        let c = &self.controls;
+        let h = &self.host;
+        let g = &self.guest;
+        let secondary = (c.primary & controls::primary::ACTIVATE_SECONDARY_CONTROLS != 0)
+            .then_some((fields::SECONDARY_VM_EXEC_CONTROL, u64::from(c.secondary)));
+        let controls = [
+            (fields::PIN_BASED_VM_EXEC_CONTROL, u64::from(c.pin_based)),
+            (fields::CPU_BASED_VM_EXEC_CONTROL, u64::from(c.primary)),
+            (fields::VM_EXIT_CONTROLS, u64::from(c.exit)),
+            (fields::VM_ENTRY_CONTROLS, u64::from(c.entry)),
+            (fields::EXCEPTION_BITMAP, u64::from(self.exception_bitmap)),
+            (fields::CR3_TARGET_COUNT, u64::from(self.cr3_target_count)),
+            (fields::VM_EXIT_MSR_STORE_COUNT, 0),
+            (fields::VM_EXIT_MSR_LOAD_COUNT, 0),
+            (fields::VM_ENTRY_MSR_LOAD_COUNT, 0),
+            (
+                fields::VM_ENTRY_INTR_INFO_FIELD,
+                u64::from(self.entry_interruption_info),
+            ),
+        ];
+        let s = &h.selectors;
+        let host = [
+            (fields::HOST_CR0, h.cr0),
+            (fields::HOST_CR3, h.cr3),
+            (fields::HOST_CR4, h.cr4),
+            (fields::HOST_ES_SELECTOR, u64::from(s.es)),
+            (fields::HOST_CS_SELECTOR, u64::from(s.cs)),
+            (fields::HOST_SS_SELECTOR, u64::from(s.ss)),
+            (fields::HOST_DS_SELECTOR, u64::from(s.ds)),
+            (fields::HOST_FS_SELECTOR, u64::from(s.fs)),
+            (fields::HOST_GS_SELECTOR, u64::from(s.gs)),
+            (fields::HOST_TR_SELECTOR, u64::from(s.tr)),
+            (fields::HOST_FS_BASE, h.fs_base),
+            (fields::HOST_GS_BASE, h.gs_base),
+            (fields::HOST_TR_BASE, h.tr_base),
+            (fields::HOST_GDTR_BASE, h.gdtr.base),
+            (fields::HOST_IDTR_BASE, h.idtr.base),
+            (fields::HOST_IA32_SYSENTER_CS, h.sysenter_cs),
+            (fields::HOST_IA32_SYSENTER_ESP, h.sysenter_esp),
+            (fields::HOST_IA32_SYSENTER_EIP, h.sysenter_eip),
+        ];
+        let host_msrs = [
+            (c.exit & controls::exit::LOAD_EFER != 0).then_some((fields::HOST_IA32_EFER, h.efer)),
+            (c.exit & controls::exit::LOAD_PAT != 0).then_some((fields::HOST_IA32_PAT, h.pat)),
+        ];
+        let segments = [
+            (
+                g.es,
+                [
+                    fields::GUEST_ES_SELECTOR,
+                    fields::GUEST_ES_BASE,
+                    fields::GUEST_ES_LIMIT,
+                    fields::GUEST_ES_AR_BYTES,
+                ],
+            ),
+            (
+                g.cs,
+                [
+                    fields::GUEST_CS_SELECTOR,
+                    fields::GUEST_CS_BASE,
+                    fields::GUEST_CS_LIMIT,
+                    fields::GUEST_CS_AR_BYTES,
+                ],
+            ),
+            (
+                g.ss,
+                [
+                    fields::GUEST_SS_SELECTOR,
+                    fields::GUEST_SS_BASE,
+                    fields::GUEST_SS_LIMIT,
+                    fields::GUEST_SS_AR_BYTES,
+                ],
+            ),
+            (
+                g.ds,
+                [
+                    fields::GUEST_DS_SELECTOR,
+                    fields::GUEST_DS_BASE,
+                    fields::GUEST_DS_LIMIT,
+                    fields::GUEST_DS_AR_BYTES,
+                ],
+            ),
+            (
+                g.fs,
+                [
+                    fields::GUEST_FS_SELECTOR,
+                    fields::GUEST_FS_BASE,
+                    fields::GUEST_FS_LIMIT,
+                    fields::GUEST_FS_AR_BYTES,
+                ],
+            ),
+            (
+                g.gs,
+                [
+                    fields::GUEST_GS_SELECTOR,
+                    fields::GUEST_GS_BASE,
+                    fields::GUEST_GS_LIMIT,
+                    fields::GUEST_GS_AR_BYTES,
+                ],
+            ),
+            (
+                g.ldtr,
+                [
+                    fields::GUEST_LDTR_SELECTOR,
+                    fields::GUEST_LDTR_BASE,
+                    fields::GUEST_LDTR_LIMIT,
+                    fields::GUEST_LDTR_AR_BYTES,
+                ],
+            ),
+            (
+                g.tr,
+                [
+                    fields::GUEST_TR_SELECTOR,
+                    fields::GUEST_TR_BASE,
+                    fields::GUEST_TR_LIMIT,
+                    fields::GUEST_TR_AR_BYTES,
+                ],
+            ),
+        ];
+        let segment_fields = segments
+            .into_iter()
+            .flat_map(|(segment, [sel, base, limit, ar])| {
+                [
+                    (sel, u64::from(segment.selector)),
+                    (base, segment.base),
+                    (limit, u64::from(segment.limit)),
+                    (ar, u64::from(segment.access_rights)),
+                ]
+            });
+        let guest = [
+            (fields::GUEST_CR0, g.cr0),
+            (fields::GUEST_CR3, g.cr3),
+            (fields::GUEST_CR4, g.cr4),
+            (fields::GUEST_DR7, g.dr7),
+            (fields::GUEST_RSP, g.rsp),
+            (fields::GUEST_RIP, g.rip),
+            (fields::GUEST_RFLAGS, g.rflags),
+            (fields::GUEST_GDTR_BASE, g.gdtr.0),
+            (fields::GUEST_GDTR_LIMIT, u64::from(g.gdtr.1)),
+            (fields::GUEST_IDTR_BASE, g.idtr.0),
+            (fields::GUEST_IDTR_LIMIT, u64::from(g.idtr.1)),
+            (fields::GUEST_IA32_DEBUGCTL, g.debugctl),
+            (fields::GUEST_SYSENTER_CS, g.sysenter_cs),
+            (fields::GUEST_SYSENTER_ESP, g.sysenter_esp),
+            (fields::GUEST_SYSENTER_EIP, g.sysenter_eip),
+            (fields::GUEST_ACTIVITY_STATE, u64::from(g.activity_state)),
+            (
+                fields::GUEST_INTERRUPTIBILITY_INFO,
+                u64::from(g.interruptibility),
+            ),
+            (
+                fields::GUEST_PENDING_DBG_EXCEPTIONS,
+                g.pending_debug_exceptions,
+            ),
+            (fields::VMCS_LINK_POINTER, g.vmcs_link_pointer),
+        ];
+        let guest_msrs = [
+            (c.entry & controls::entry::LOAD_EFER != 0)
+                .then_some((fields::GUEST_IA32_EFER, g.efer)),
+            (c.entry & controls::entry::LOAD_PAT != 0).then_some((fields::GUEST_IA32_PAT, g.pat)),
+        ];
+        controls
+            .into_iter()
+            .chain(secondary)
+            .chain(host)
+            .chain(host_msrs.into_iter().flatten())
+            .chain(segment_fields)
+            .chain(guest)
+            .chain(guest_msrs.into_iter().flatten())
+    }
+}
