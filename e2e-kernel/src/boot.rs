@@ -1,6 +1,7 @@
 //! From GRUB to Rust: the multiboot2 header, the 32-bit entry point, the
 //! switch to 64-bit long mode, and the state both the BSP and the APs boot
-//! with (GDT, identity page tables).
+//! with (GDT, identity page tables). The GDT has room for one TSS
+//! descriptor per processor, which [`tss`](crate::tss) fills in.
 //!
 //! GRUB enters `_start` in 32-bit protected mode with paging off, EAX = the
 //! multiboot2 magic and EBX = the physical address of the boot information
@@ -20,8 +21,12 @@ pub const GDT_CODE64: u16 = 0x08;
 pub const GDT_DATA: u16 = 0x10;
 /// GDT selector of the 32-bit code segment, for the APs' way up from real mode.
 pub const GDT_CODE32: u16 = 0x18;
-/// The GDT's limit: four 8-byte descriptors, minus one.
-pub const GDT_LIMIT: u16 = 4 * 8 - 1;
+/// GDT selector of processor 0's TSS; processor `i`'s is
+/// `GDT_TSS + 16 * i` (a 64-bit TSS descriptor takes 16 bytes).
+pub const GDT_TSS: u16 = 0x20;
+/// The GDT's limit: four 8-byte descriptors and one 16-byte TSS descriptor
+/// per processor, minus one.
+pub const GDT_LIMIT: u16 = 4 * 8 + 16 * crate::smp::MAX_PROCESSORS as u16 - 1;
 
 /// multiboot2 header magic.
 const MULTIBOOT2_HEADER_MAGIC: u32 = 0xE852_50D6;
@@ -138,6 +143,8 @@ boot_gdt:
     .quad 0x00AF9B000000FFFF    // 0x08: 64-bit code, DPL 0
     .quad 0x00CF93000000FFFF    // 0x10: flat data
     .quad 0x00CF9B000000FFFF    // 0x18: flat 32-bit code
+    // 0x20: one TSS descriptor per processor, filled in by `tss::load`.
+    .skip 16 * {max_processors}
     .balign 8
     .global boot_gdt_pointer
 boot_gdt_pointer:
@@ -162,5 +169,6 @@ boot_stack_top:
     code64 = const GDT_CODE64,
     data = const GDT_DATA,
     gdt_limit = const GDT_LIMIT,
+    max_processors = const crate::smp::MAX_PROCESSORS,
     kmain = sym crate::kmain,
 );

@@ -14,6 +14,7 @@ mod boot;
 mod dump;
 mod exit;
 mod fault_recovery;
+mod guest;
 mod idt;
 mod lapic;
 mod multiboot2;
@@ -25,6 +26,7 @@ mod scenario;
 mod serial;
 mod smp;
 mod trampoline;
+mod tss;
 
 use multiboot2::BootInfo;
 use scenario::Scenario;
@@ -49,6 +51,7 @@ extern "C" fn kmain(mb2_info: usize, magic: u32) -> ! {
 
     idt::init();
     idt::load();
+    tss::load(0);
     match fault_recovery::self_test() {
         Some(6) => println!("exception path: guarded UD2 raised #UD, recovered"),
         other => exit::fail(format_args!(

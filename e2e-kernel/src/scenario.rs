@@ -19,19 +19,21 @@
 use core::fmt;
 
 use vmx_core::diagnosis::Recorder;
+use vmx_core::entry_checks::{self, EntryCapabilities, EntryFailure};
 use vmx_core::feature_control::{FeatureControlFlags, IA32_FEATURE_CONTROL};
 use vmx_core::inject::Injection;
 use vmx_core::vmcs::Vmcs;
 use vmx_core::{
-    Cpu, CpuObserver, Error, Fault, Instruction, PageAllocator, Processor, ProcessorError,
-    ProcessorStatus, Processors, Verdict, VmInstructionError, diagnose,
+    BasicExitReason, Controls, Cpu, CpuObserver, EntryOutcome, Error, Fault, GuestRegisters,
+    GuestState, HostState, Instruction, PageAllocator, Processor, ProcessorError, ProcessorStatus,
+    Processors, Verdict, VmInstructionError, VmcsDescription, diagnose,
 };
 
 use crate::dump::{self, Capture};
 use crate::pages::{PagePool, PoolPage};
 use crate::platform::VmxProcessors;
 use crate::smp::{self, MAX_PROCESSORS};
-use crate::{exit, println};
+use crate::{exit, guest, println};
 
 /// Ends the run with FAIL, formatted like `format_args!`.
 macro_rules! fail {
@@ -105,7 +107,26 @@ pub enum Scenario {
     /// Prints what vmx-core's diagnosis reads on every processor as a
     /// `vmx-dump/1` document ([`dump`]); enters nothing.
     Dump,
+    /// Enters VMX operation everywhere, then on every processor in turn:
+    /// VMCLEAR and VMPTRLD of a VMCS, vmx-core's minimal 64-bit guest
+    /// written after vmx-core's VM-entry checks, VMLAUNCH of a guest that
+    /// executes CPUID and VMCALL [`GUEST_ITERATIONS`] times and then HLT;
+    /// each exit handled (CPUID emulated, RIP moved past the instruction)
+    /// and the guest resumed, the exits counted; VMCLEAR. Then every
+    /// processor leaves.
+    VmExits,
+    /// On the last processor, for each rule of vmx-core's
+    /// `entry_checks::BREAKABLE`: the minimal guest's VMCS passes vmx-core's
+    /// checks, one VMWRITE is overridden (vmx-core's check bypassed) to
+    /// break exactly that rule, and VMLAUNCH must fail as the SDM says for
+    /// it (VMfailValid 7 or 8, or exit reason 33 with its qualification)
+    /// while vmx-core's checker, given the broken VMCS, names that rule
+    /// alone.
+    EntryChecks,
 }
+
+/// How many times the `vm-exits` guest runs CPUID and VMCALL.
+pub const GUEST_ITERATIONS: u64 = 1000;
 
 /// The command line names no known scenario or verdict.
 #[derive(Debug, Clone, Copy)]
@@ -122,7 +143,8 @@ impl fmt::Display for BadCommandLine<'_> {
              scenario=fault-lock-alone, scenario=fault-misaligned-region, \
              scenario=fault-region-beyond-width, scenario=fault-vmxoff-outside, \
              scenario=fault-vmxon-in-root, scenario=fault-vmfail-valid, \
-             scenario=fault-enter-twice, scenario=fault-leave-without-enter or scenario=dump",
+             scenario=fault-enter-twice, scenario=fault-leave-without-enter, scenario=vm-exits, \
+             scenario=vm-entry-checks or scenario=dump",
             self.0
         )
     }
@@ -165,6 +187,8 @@ impl Scenario {
             "fault-enter-twice" => Ok(Self::EnterTwice),
             "fault-leave-without-enter" => Ok(Self::LeaveWithoutEnter),
             "dump" => Ok(Self::Dump),
+            "vm-exits" => Ok(Self::VmExits),
+            "vm-entry-checks" => Ok(Self::EntryChecks),
             _ => Err(bad),
         }
     }
@@ -176,6 +200,7 @@ impl Scenario {
             platform: VmxProcessors::new(processors),
             pool,
             slots: [const { Processor::new() }; MAX_PROCESSORS],
+            exits: 0,
         };
         if self == Self::EnterLeaveFlexible {
             test.flip_flexible_bits();
@@ -260,6 +285,8 @@ impl Scenario {
             Self::EnterTwice => test.enter_twice(),
             Self::LeaveWithoutEnter => test.leave_without_enter(),
             Self::Dump => test.dump(),
+            Self::VmExits => test.vm_exits(),
+            Self::EntryChecks => test.entry_checks(),
         }
         test.finish(&before, self.name(), rule)
     }
@@ -282,6 +309,8 @@ impl Scenario {
             Self::EnterTwice => "fault-enter-twice",
             Self::LeaveWithoutEnter => "fault-leave-without-enter",
             Self::Dump => "dump",
+            Self::VmExits => "vm-exits",
+            Self::EntryChecks => "vm-entry-checks",
         }
     }
 }
@@ -328,6 +357,18 @@ enum FeatureControlRule {
 const LOCKED_FOR_VMX: u64 =
     FeatureControlFlags::LOCK.bits() | FeatureControlFlags::VMX_OUTSIDE_SMX.bits();
 
+/// ` exits=N` in a summary, when there were VM exits.
+struct Exits(usize);
+
+impl fmt::Display for Exits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            0 => Ok(()),
+            exits => write!(f, " exits={exits}"),
+        }
+    }
+}
+
 /// A register value for a report line: hex, or `faulted`.
 struct Reading(Option<u64>);
 
@@ -346,6 +387,8 @@ struct Test<'a> {
     platform: VmxProcessors<'a>,
     pool: PagePool,
     slots: [Processor<PoolPage>; MAX_PROCESSORS],
+    /// VM exits handled, for the summary.
+    exits: usize,
 }
 
 impl Test<'_> {
@@ -833,6 +876,143 @@ impl Test<'_> {
         }
     }
 
+    /// Describes the minimal guest's VMCS on processor `index` (vmx-core
+    /// captures the host state and computes the controls there) and reads
+    /// what the checks need.
+    fn describe(&mut self, index: usize) -> (VmcsDescription, EntryCapabilities) {
+        let mut described = None;
+        let ran = self.platform.run_on(index, &mut |cpu| {
+            described = Some(describe_minimal(cpu, index));
+        });
+        match (ran, described) {
+            (Ok(()), Some(Ok(described))) => described,
+            (_, Some(Err(error))) => fail!("processor {index}: describing the VMCS: {error}"),
+            _ => fail!("processor {index} is unavailable"),
+        }
+    }
+
+    /// The `vm-exits` scenario.
+    fn vm_exits(&mut self) {
+        self.enter_everywhere();
+        let expected = 2 * GUEST_ITERATIONS as usize + 1;
+        for index in 0..self.count() {
+            let mut vmcs = self.load_vmcs(index);
+            let (description, capabilities) = self.describe(index);
+            let before = self.platform.counts();
+            let mut result = None;
+            let ran = self.platform.run_on(index, &mut |cpu| {
+                result = Some(run_guest(cpu, &mut vmcs, &description, &capabilities));
+            });
+            let exits = match (ran, result) {
+                (Ok(()), Some(Ok(exits))) => exits,
+                (_, Some(Err(error))) => fail!("processor {index}: {error}"),
+                _ => fail!("processor {index} is unavailable"),
+            };
+            let counts = self.platform.counts() - before;
+            println!(
+                "processor {index}: {} VM exits ({} CPUID, {} VMCALL, {} HLT); {} VMLAUNCH, {} VMRESUME",
+                exits.total(),
+                exits.cpuid,
+                exits.vmcall,
+                exits.hlt,
+                counts.vmlaunch,
+                counts.vmresume
+            );
+            let iterations = GUEST_ITERATIONS as usize;
+            if exits.cpuid != iterations
+                || exits.vmcall != iterations
+                || exits.hlt != 1
+                || exits.total() != expected
+                || counts.vmlaunch != 1
+                || counts.vmresume != expected - 1
+            {
+                fail!(
+                    "processor {index}: expected {iterations} CPUID, {iterations} VMCALL and 1 HLT exits from 1 VMLAUNCH and {} VMRESUME",
+                    expected - 1
+                );
+            }
+            self.exits += exits.total();
+            if let Some(vmcs) = self.clear_vmcs(index, vmcs, None) {
+                fail!(
+                    "processor {index}: the VMCS at {:#x} is still current",
+                    vmcs.physical_address()
+                );
+            }
+        }
+        self.leave_everywhere();
+    }
+
+    /// The `vm-entry-checks` scenario.
+    fn entry_checks(&mut self) {
+        let target = self.count() - 1;
+        self.enter_everywhere();
+        let (description, capabilities) = self.describe(target);
+        let failed = entry_checks::check(&description, &capabilities);
+        if let Some(rule) = failed.first() {
+            fail!("processor {target}: the minimal guest's VMCS breaks {rule}");
+        }
+        for &rule in &entry_checks::BREAKABLE {
+            let Some(broken) = entry_checks::break_rule(rule, &description) else {
+                fail!("vmx-core cannot break {}", rule.name())
+            };
+            let named = entry_checks::check(&broken, &capabilities);
+            if named.len() != 1 || !named.contains(rule) {
+                fail!(
+                    "{}: vmx-core's checker names {} rules of the broken VMCS, first {:?}",
+                    rule.name(),
+                    named.len(),
+                    named.first()
+                );
+            }
+            let Some((field, value)) = description.differing_field(&broken) else {
+                fail!("{}: breaking it changes more than one field", rule.name())
+            };
+            let expected = match rule.failure() {
+                EntryFailure::VmFailValid(error) => EntryOutcome::FailValid(error),
+                EntryFailure::ExitReason {
+                    reason,
+                    qualification,
+                } => EntryOutcome::EntryFailure {
+                    reason,
+                    qualification,
+                },
+            };
+            let mut vmcs = self.load_vmcs(target);
+            let injection = Injection::OverrideField {
+                field: field.encoding(),
+                value,
+            };
+            self.platform.inject(target, injection);
+            let mut outcome = None;
+            let ran = self.platform.run_on(target, &mut |cpu| {
+                outcome = Some(
+                    vmcs.configure(cpu, &description, &capabilities)
+                        .and_then(|()| vmcs.enter(cpu, &mut GuestRegisters::default())),
+                );
+            });
+            self.platform.uninject();
+            match (ran, outcome) {
+                (Ok(()), Some(Ok(outcome))) if outcome == expected => println!(
+                    "{}: {field} written as {value:#x}: VMLAUNCH gave {outcome}, as the SDM says; vmx-core names {rule}",
+                    rule.name()
+                ),
+                (Ok(()), Some(Ok(outcome))) => fail!(
+                    "{}: {field} written as {value:#x}: VMLAUNCH gave {outcome}, the SDM says {expected}",
+                    rule.name()
+                ),
+                (_, Some(Err(error))) => fail!("{}: {error}", rule.name()),
+                _ => fail!("processor {target} is unavailable"),
+            }
+            if let Some(vmcs) = self.clear_vmcs(target, vmcs, None) {
+                fail!(
+                    "processor {target}: the VMCS at {:#x} is still current",
+                    vmcs.physical_address()
+                );
+            }
+        }
+        self.leave_everywhere();
+    }
+
     /// Runs vmx-core's diagnosis on every processor through a recorder and
     /// prints what it read as a `vmx-dump/1` document. Changes nothing.
     fn dump(&mut self) {
@@ -920,11 +1100,86 @@ impl Test<'_> {
              IA32_FEATURE_CONTROL as expected; every page freed"
         );
         exit::pass(format_args!(
-            "{name} processors={} entered={} left={}",
+            "{name} processors={} entered={} left={}{}",
             self.count(),
             counts.vmxon_succeeded,
-            counts.vmxoff_succeeded
+            counts.vmxoff_succeeded,
+            Exits(self.exits)
         ))
+    }
+}
+
+/// The minimal guest's VMCS for processor `index`, on that processor.
+fn describe_minimal<C: Cpu>(
+    cpu: &mut C,
+    index: usize,
+) -> Result<(VmcsDescription, EntryCapabilities), Error> {
+    let capabilities = EntryCapabilities::read(cpu)?;
+    let host = HostState::capture(cpu)?;
+    let controls = Controls::compute(&capabilities.controls, VmcsDescription::minimal_requests())?;
+    let description = VmcsDescription {
+        controls,
+        guest: GuestState::minimal_64bit(&host, guest::entry(), guest::stack_top(index)),
+        host,
+        ..VmcsDescription::default()
+    };
+    Ok((description, capabilities))
+}
+
+/// The VM exits of one guest run, by reason.
+#[derive(Debug, Clone, Copy, Default)]
+struct ExitCounts {
+    cpuid: usize,
+    vmcall: usize,
+    hlt: usize,
+}
+
+impl ExitCounts {
+    fn total(&self) -> usize {
+        self.cpuid + self.vmcall + self.hlt
+    }
+}
+
+/// Writes `description` (after vmx-core's checks) to the current `vmcs`
+/// and runs the guest until its HLT: each CPUID exit is emulated with the
+/// host's CPUID, each CPUID and VMCALL skipped, and the guest resumed.
+fn run_guest<C: Cpu>(
+    cpu: &mut C,
+    vmcs: &mut Vmcs<PoolPage>,
+    description: &VmcsDescription,
+    capabilities: &EntryCapabilities,
+) -> Result<ExitCounts, Error> {
+    vmcs.configure(cpu, description, capabilities)?;
+    let mut registers = GuestRegisters {
+        r12: GUEST_ITERATIONS,
+        ..GuestRegisters::default()
+    };
+    let mut counts = ExitCounts::default();
+    loop {
+        let exit = match vmcs.enter(cpu, &mut registers)? {
+            EntryOutcome::Exit(exit) => exit,
+            other => fail!("VM entry: {other}"),
+        };
+        match exit.reason {
+            BasicExitReason::Cpuid => {
+                counts.cpuid += 1;
+                let result = cpu.cpuid(registers.rax as u32, registers.rcx as u32);
+                registers.rax = u64::from(result.eax);
+                registers.rbx = u64::from(result.ebx);
+                registers.rcx = u64::from(result.ecx);
+                registers.rdx = u64::from(result.edx);
+            }
+            BasicExitReason::Vmcall => counts.vmcall += 1,
+            BasicExitReason::Hlt => {
+                counts.hlt += 1;
+                return Ok(counts);
+            }
+            other => fail!(
+                "unexpected VM exit: {other} at guest RIP {:#x}",
+                exit.guest_rip
+            ),
+        }
+        vmcs.skip_instruction(cpu, &exit)?;
     }
 }
 

@@ -15,7 +15,7 @@ use crate::acpi::Madt;
 use crate::lapic::LocalApic;
 use crate::multiboot2::BootInfo;
 use crate::trampoline::{AP_BOOT_STACK, AP_STARTUP_VECTOR, AP_TRAMPOLINE_ADDR};
-use crate::{idt, pit, trampoline};
+use crate::{idt, pit, trampoline, tss};
 
 /// The most processors the kernel handles.
 pub const MAX_PROCESSORS: usize = 16;
@@ -224,7 +224,9 @@ fn install_trampoline(boot_info: BootInfo<'_>) -> Result<(), StartError> {
 /// itself in its mailbox and runs the work posted there, forever.
 pub extern "C" fn ap_main() -> ! {
     idt::load();
-    let mailbox = &MAILBOXES[AP_BOOT_INDEX.load(Ordering::Relaxed)];
+    let index = AP_BOOT_INDEX.load(Ordering::Relaxed);
+    tss::load(index);
+    let mailbox = &MAILBOXES[index];
     mailbox.online.store(true, Ordering::Release);
     loop {
         let posted = mailbox.work.load(Ordering::Acquire);

@@ -120,6 +120,15 @@ pub enum Scenario {
     /// IA32_FEATURE_CONTROL unlocked: it must be 0x0 on every processor
     /// before and 0x5 (locked by vmx-core) after.
     EnterLeaveUnlocked,
+    /// On every processor, a VMCS for vmx-core's minimal guest, VMLAUNCH,
+    /// and the guest's CPUID and VMCALL exits handled and resumed until its
+    /// HLT; everything cleared and left after.
+    VmExits,
+    /// VMLAUNCH of a VMCS that breaks exactly one of vmx-core's VM-entry
+    /// rules (its check bypassed), for each rule vmx-core can break: the
+    /// emulator must refuse it as the SDM says, and vmx-core's checker
+    /// must name that rule.
+    VmEntryChecks,
     /// The kernel prints what vmx-core's diagnosis reads as a `vmx-dump/1`
     /// document; the runner extracts it and replays it through the
     /// checker (`vmx-check check --replay`).
@@ -148,6 +157,8 @@ impl Scenario {
             Self::EnterTwice => "fault-enter-twice",
             Self::LeaveWithoutEnter => "fault-leave-without-enter",
             Self::EnterLeaveUnlocked => "enter-leave-unlocked",
+            Self::VmExits => "vm-exits",
+            Self::VmEntryChecks => "vm-entry-checks",
             Self::Dump { .. } => "dump",
         }
     }
@@ -259,7 +270,9 @@ fn seabios(model: &str, cpus: u32, scenario: Scenario) -> Case {
 /// failures and refusals on 4 processors, the failure on processor 3 (an
 /// application processor), the feature-control ones on SeaBIOS; locking an
 /// unlocked IA32_FEATURE_CONTROL; a dump that the checker must find
-/// `ready`.
+/// `ready`; a guest's VM exits on every processor of each VT-x model (1, 2
+/// and 4 processors between them), and the VM-entry checks against the
+/// emulator's on both models.
 pub fn default_matrix() -> Vec<Case> {
     let ready = Scenario::EnterLeave { expect: READY };
     let mut cases = Vec::new();
@@ -307,8 +320,25 @@ pub fn default_matrix() -> Vec<Case> {
         2,
         Scenario::Dump { expect: READY },
     ));
+    for (model, cpus) in VM_EXIT_MACHINES {
+        cases.push(bochs(model, cpus, Scenario::VmExits));
+    }
+    for model in VMX_MODELS {
+        cases.push(bochs(model, 2, Scenario::VmEntryChecks));
+    }
     cases
 }
+
+/// The VT-x models of the default matrix.
+const VMX_MODELS: [&str; 2] = ["corei7_skylake_x", "tigerlake"];
+
+/// Where the default matrix runs a guest: each VT-x model, with 1, 2 and 4
+/// processors between them.
+const VM_EXIT_MACHINES: [(&str, u32); 3] = [
+    ("corei7_skylake_x", 4),
+    ("corei7_skylake_x", 1),
+    ("tigerlake", 2),
+];
 
 /// The dumps `--dump DIR` writes: two VT-x models of different
 /// generations, an older one, an AMD model, and the first with its
@@ -439,6 +469,27 @@ mod tests {
             dump_matrix()
                 .iter()
                 .all(|case| matches!(case.scenario, Scenario::Dump { .. }))
+        );
+    }
+
+    #[test]
+    fn every_vmx_model_runs_a_guest_and_the_entry_checks() {
+        let cases = default_matrix();
+        for model in VMX_MODELS {
+            for scenario in [Scenario::VmExits, Scenario::VmEntryChecks] {
+                assert!(
+                    cases.iter().any(|case| case.scenario == scenario
+                        && matches!(&case.machine, Machine::Bochs { model: m, .. } if m == model)),
+                    "{model}: {scenario:?}"
+                );
+            }
+        }
+        let case = bochs("tigerlake", 2, Scenario::VmExits);
+        assert_eq!(case.command_line(), "scenario=vm-exits");
+        assert_eq!(case.name(), "bochs-tigerlake-2cpu-vm-exits");
+        assert_eq!(
+            bochs("tigerlake", 2, Scenario::VmEntryChecks).command_line(),
+            "scenario=vm-entry-checks"
         );
     }
 
