@@ -110,11 +110,15 @@ pub enum Scenario {
     /// Enters VMX operation everywhere, then on every processor in turn:
     /// VMCLEAR and VMPTRLD of a VMCS, vmx-core's minimal 64-bit guest
     /// written after vmx-core's VM-entry checks, VMLAUNCH of a guest that
-    /// executes CPUID and VMCALL [`GUEST_ITERATIONS`] times and then HLT;
+    /// executes CPUID and VMCALL `iterations` times (`iterations=N` on the
+    /// command line, [`GUEST_ITERATIONS`] by default) and then HLT;
     /// each exit handled (CPUID emulated, RIP moved past the instruction)
     /// and the guest resumed, the exits counted; VMCLEAR. Then every
     /// processor leaves.
-    VmExits,
+    VmExits {
+        /// How many times the guest runs CPUID and VMCALL (at least 1).
+        iterations: u64,
+    },
     /// On the last processor, for each rule of vmx-core's
     /// `entry_checks::BREAKABLE`: the minimal guest's VMCS passes vmx-core's
     /// checks, one VMWRITE is overridden (vmx-core's check bypassed) to
@@ -143,7 +147,8 @@ impl fmt::Display for BadCommandLine<'_> {
              scenario=fault-lock-alone, scenario=fault-misaligned-region, \
              scenario=fault-region-beyond-width, scenario=fault-vmxoff-outside, \
              scenario=fault-vmxon-in-root, scenario=fault-vmfail-valid, \
-             scenario=fault-enter-twice, scenario=fault-leave-without-enter, scenario=vm-exits, \
+             scenario=fault-enter-twice, scenario=fault-leave-without-enter, \
+             scenario=vm-exits [iterations=N], \
              scenario=vm-entry-checks or scenario=dump",
             self.0
         )
@@ -187,7 +192,13 @@ impl Scenario {
             "fault-enter-twice" => Ok(Self::EnterTwice),
             "fault-leave-without-enter" => Ok(Self::LeaveWithoutEnter),
             "dump" => Ok(Self::Dump),
-            "vm-exits" => Ok(Self::VmExits),
+            "vm-exits" => {
+                let iterations = match value("iterations") {
+                    None => GUEST_ITERATIONS,
+                    Some(number) => number.parse().ok().filter(|&n| n > 0).ok_or(bad)?,
+                };
+                Ok(Self::VmExits { iterations })
+            }
             "vm-entry-checks" => Ok(Self::EntryChecks),
             _ => Err(bad),
         }
@@ -285,7 +296,7 @@ impl Scenario {
             Self::EnterTwice => test.enter_twice(),
             Self::LeaveWithoutEnter => test.leave_without_enter(),
             Self::Dump => test.dump(),
-            Self::VmExits => test.vm_exits(),
+            Self::VmExits { iterations } => test.vm_exits(iterations),
             Self::EntryChecks => test.entry_checks(),
         }
         test.finish(&before, self.name(), rule)
@@ -309,7 +320,7 @@ impl Scenario {
             Self::EnterTwice => "fault-enter-twice",
             Self::LeaveWithoutEnter => "fault-leave-without-enter",
             Self::Dump => "dump",
-            Self::VmExits => "vm-exits",
+            Self::VmExits { .. } => "vm-exits",
             Self::EntryChecks => "vm-entry-checks",
         }
     }
@@ -892,16 +903,22 @@ impl Test<'_> {
     }
 
     /// The `vm-exits` scenario.
-    fn vm_exits(&mut self) {
+    fn vm_exits(&mut self, iterations: u64) {
         self.enter_everywhere();
-        let expected = 2 * GUEST_ITERATIONS as usize + 1;
+        let expected = 2 * iterations as usize + 1;
         for index in 0..self.count() {
             let mut vmcs = self.load_vmcs(index);
             let (description, capabilities) = self.describe(index);
             let before = self.platform.counts();
             let mut result = None;
             let ran = self.platform.run_on(index, &mut |cpu| {
-                result = Some(run_guest(cpu, &mut vmcs, &description, &capabilities));
+                result = Some(run_guest(
+                    cpu,
+                    &mut vmcs,
+                    &description,
+                    &capabilities,
+                    iterations,
+                ));
             });
             let exits = match (ran, result) {
                 (Ok(()), Some(Ok(exits))) => exits,
@@ -918,7 +935,7 @@ impl Test<'_> {
                 counts.vmlaunch,
                 counts.vmresume
             );
-            let iterations = GUEST_ITERATIONS as usize;
+            let iterations = iterations as usize;
             if exits.cpuid != iterations
                 || exits.vmcall != iterations
                 || exits.hlt != 1
@@ -1141,17 +1158,18 @@ impl ExitCounts {
 }
 
 /// Writes `description` (after vmx-core's checks) to the current `vmcs`
-/// and runs the guest until its HLT: each CPUID exit is emulated with the
+/// and runs the guest (`iterations` CPUID and VMCALL) until its HLT: each CPUID exit is emulated with the
 /// host's CPUID, each CPUID and VMCALL skipped, and the guest resumed.
 fn run_guest<C: Cpu>(
     cpu: &mut C,
     vmcs: &mut Vmcs<PoolPage>,
     description: &VmcsDescription,
     capabilities: &EntryCapabilities,
+    iterations: u64,
 ) -> Result<ExitCounts, Error> {
     vmcs.configure(cpu, description, capabilities)?;
     let mut registers = GuestRegisters {
-        r12: GUEST_ITERATIONS,
+        r12: iterations,
         ..GuestRegisters::default()
     };
     let mut counts = ExitCounts::default();

@@ -432,7 +432,8 @@ macro_rules! entry_extable {
 }
 
 core::arch::global_asm!(
-    ".pushsection .text.vmx_arch_enter_guest, \"ax\"",
+    // In the default section (`.text`): ELF and COFF spell section flags
+    // differently, and the Windows driver links this too.
     ".global vmx_arch_enter_guest",
     "vmx_arch_enter_guest:",
     // The callee-saved registers of the System V ABI, then `registers`.
@@ -519,7 +520,6 @@ core::arch::global_asm!(
     "cld",
     "ret",
     entry_extable!(),
-    ".popsection",
 );
 
 /// VMLAUNCH (`resume` false) or VMRESUME of the current VMCS with the
