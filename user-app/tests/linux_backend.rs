@@ -75,6 +75,7 @@ fn the_machine_observes_each_processor_and_restores_affinity() {
             .observe(cpu, &mut |o| seen.push((cpu, o.read_msr(0x3a))))
             .unwrap();
     }
+    machine.finish().unwrap();
     assert_eq!(seen.len(), cpus.len());
     for (cpu, read) in seen {
         // The files exist for processors 0 and 1 only.
