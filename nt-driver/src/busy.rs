@@ -38,6 +38,18 @@ impl<T> Busy<T> {
             .map(|_| Guard { busy: self })
     }
 
+    /// The value, waiting for it: `wait` runs between tries (the kernel
+    /// sleeps a little there). For the power callback, which must act
+    /// before the system sleeps even when a request is running.
+    pub fn lock(&self, wait: &mut dyn FnMut()) -> Guard<'_, T> {
+        loop {
+            if let Some(guard) = self.try_lock() {
+                return guard;
+            }
+            wait();
+        }
+    }
+
     /// The value, through exclusive access to the lock (no one can hold
     /// it).
     pub fn get_mut(&mut self) -> &mut T {

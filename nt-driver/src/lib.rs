@@ -13,6 +13,7 @@
 //!   vmx-core's [`Processors`](vmx_core::Processors) and
 //!   [`PageAllocator`](vmx_core::PageAllocator);
 //! - [`device`]: the device's state, one request at a time;
+//! - [`power`]: sleep and hibernation, out of VMX operation and back;
 //! - [`log`]: messages for `DbgPrintEx`, formatted without allocation;
 //! - [`ntstatus`]: the NTSTATUS values used.
 //!
@@ -32,6 +33,7 @@ pub mod ioctl;
 pub mod log;
 pub mod names;
 pub mod ntstatus;
+pub mod power;
 
 #[cfg(all(windows, not(test)))]
 mod glue;

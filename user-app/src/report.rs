@@ -293,6 +293,22 @@ impl MachineReport {
             .map_or("capture a dump with at least one processor", |c| c.remedy())
     }
 
+    /// The notes: the front end's, then each break of the SDM's rules for
+    /// the capability MSRs that vmx-core found (once, however many
+    /// processors report it). They never decide the verdict.
+    fn all_notes(&self) -> Vec<String> {
+        let mut notes = self.notes.clone();
+        for cpu in &self.cpus {
+            for note in cpu.report.capability_notes() {
+                let text = format!("capability MSRs: {note}");
+                if !notes.contains(&text) {
+                    notes.push(text);
+                }
+            }
+        }
+        notes
+    }
+
     /// The report as one `vmx-report/1` JSON object. Every documented key
     /// is always there, `null` when unknown (or, for the machine's vendor,
     /// model and hypervisor, when processors differ: see each processor).
@@ -310,7 +326,7 @@ impl MachineReport {
             "hypervisor_name": hypervisor.map(|h| h.name()),
             "capabilities": sorted_names(self.capabilities()),
             "source": self.source,
-            "notes": self.notes,
+            "notes": self.all_notes(),
             "cpus": self.cpus.iter().map(cpu_json).collect::<Vec<_>>(),
         })
     }
@@ -363,7 +379,7 @@ impl MachineReport {
             field(&mut out, "address width", &width);
         }
         field(&mut out, "source", &self.source);
-        for note in &self.notes {
+        for note in &self.all_notes() {
             field(&mut out, "note", note);
         }
         out.push('\n');

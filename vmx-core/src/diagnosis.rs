@@ -8,6 +8,7 @@
 //! exactly as the live run did.
 
 use crate::capabilities::{Capabilities, VmxCapabilities};
+use crate::conformance::Nonconformance;
 use crate::cpu::{Cpu, CpuidResult};
 use crate::cpuid::{BrandString, CpuIdentity, Hypervisor, brand_string};
 use crate::error::Error;
@@ -400,7 +401,40 @@ impl Verdict {
     }
 }
 
+/// A capability MSR that breaks the SDM's rules (see
+/// [`conformance`](crate::conformance)), with who reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CapabilityNote {
+    /// The rule broken.
+    pub nonconformance: Nonconformance,
+    /// The hypervisor whose virtual processor reports it, if any.
+    pub hypervisor: Option<Hypervisor>,
+}
+
+impl core::fmt::Display for CapabilityNote {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}", self.nonconformance)?;
+        match self.hypervisor {
+            Some(h) => write!(f, " (reported by {h}: a bug of its nested VMX)"),
+            None => f.write_str(" (a bug of the processor or its firmware)"),
+        }
+    }
+}
+
 impl ProcessorReport {
+    /// The capability MSRs' breaks of the SDM's rules, as notes: VMXON does
+    /// not depend on them, so they never decide the verdict.
+    pub fn capability_notes(&self) -> impl Iterator<Item = CapabilityNote> + '_ {
+        let hypervisor = self.hypervisor();
+        self.capabilities
+            .iter()
+            .flat_map(VmxCapabilities::nonconformances)
+            .map(move |nonconformance| CapabilityNote {
+                nonconformance,
+                hypervisor,
+            })
+    }
+
     /// The capabilities by name (empty without VMX).
     #[must_use]
     pub fn capability_names(&self) -> Capabilities {

@@ -16,6 +16,10 @@ pub enum Instruction {
     Vmxon,
     /// VMXOFF.
     Vmxoff,
+    /// VMCLEAR.
+    Vmclear,
+    /// VMPTRLD.
+    Vmptrld,
 }
 
 impl core::fmt::Display for Instruction {
@@ -25,6 +29,8 @@ impl core::fmt::Display for Instruction {
             Self::Wrmsr(msr) => write!(f, "WRMSR {msr:#x}"),
             Self::Vmxon => f.write_str("VMXON"),
             Self::Vmxoff => f.write_str("VMXOFF"),
+            Self::Vmclear => f.write_str("VMCLEAR"),
+            Self::Vmptrld => f.write_str("VMPTRLD"),
         }
     }
 }
@@ -180,13 +186,38 @@ pub enum Error {
         /// CR0 as the fixed bits would have it.
         adjusted: u64,
     },
-    /// VMXON or VMXOFF set CF: VMfailInvalid.
+    /// A VMCS region is not 4 KiB aligned (VMCLEAR and VMPTRLD would fail
+    /// with VM-instruction error 2 or 9).
+    #[error("the VMCS region at {physical_address:#x} is not 4 KiB aligned")]
+    VmcsMisaligned {
+        /// Its physical address.
+        physical_address: u64,
+    },
+    /// A VMCS region lies beyond the physical-address width (VMCLEAR and
+    /// VMPTRLD would fail with VM-instruction error 2 or 9).
+    #[error(
+        "the VMCS region at {physical_address:#x} is beyond the {width}-bit physical-address width"
+    )]
+    VmcsBeyondAddressWidth {
+        /// Its physical address.
+        physical_address: u64,
+        /// The width it must fit in.
+        width: u8,
+    },
+    /// A VMCS region would be the VMXON region (VMCLEAR and VMPTRLD would
+    /// fail with VM-instruction error 3 or 10).
+    #[error("the VMCS region at {physical_address:#x} is this processor's VMXON region")]
+    VmcsIsVmxonRegion {
+        /// Its physical address.
+        physical_address: u64,
+    },
+    /// A VMX instruction set CF: VMfailInvalid.
     #[error("{instruction} failed with VMfailInvalid{}", FailInvalidCause(*instruction))]
     VmFailInvalid {
         /// The instruction.
         instruction: Instruction,
     },
-    /// VMXON or VMXOFF set ZF: VMfailValid with an error number.
+    /// A VMX instruction set ZF: VMfailValid with an error number.
     #[error("{instruction} failed with VMfailValid, {error}")]
     VmFailValid {
         /// The instruction.
@@ -238,6 +269,16 @@ impl core::fmt::Display for FailInvalidCause {
             Instruction::Vmxoff => f.write_str(
                 " (the dual-monitor treatment of SMIs and SMM is active and there is no current \
                  VMCS to hold the error number)",
+            ),
+            Instruction::Vmclear => f.write_str(
+                " (the VMCS pointer is not 4 KiB aligned, sets bits beyond the physical-address \
+                 width or is the VMXON pointer, and there is no current VMCS to hold the error \
+                 number)",
+            ),
+            Instruction::Vmptrld => f.write_str(
+                " (the VMCS pointer is not 4 KiB aligned, sets bits beyond the physical-address \
+                 width or is the VMXON pointer, or the region does not start with the VMCS \
+                 revision identifier, and there is no current VMCS to hold the error number)",
             ),
             Instruction::Rdmsr(_) | Instruction::Wrmsr(_) => Ok(()),
         }

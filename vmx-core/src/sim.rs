@@ -9,9 +9,15 @@
 //! The rules are the SDM's, checked independently of vmx-core: VMXON raises
 //! #UD with CR4.VMXE clear, #GP outside the fixed bits or without
 //! IA32_FEATURE_CONTROL locked and enabled, VMfailInvalid for a misaligned
-//! or too-wide pointer, VMfailInvalid in VMX root operation (VMfail(15) is
-//! VMfailValid only with a current VMCS, and VMXON leaves none); VMXOFF
-//! outside VMX operation is #UD. An operation that real hardware would fault
+//! or too-wide pointer, VMfail(15) in VMX root operation; VMXOFF, VMCLEAR
+//! and VMPTRLD outside VMX operation are #UD. The processor tracks its
+//! current-VMCS pointer as the SDM's "Conventions" need it: VMXON leaves it
+//! invalid, VMPTRLD sets it, VMCLEAR of the current VMCS makes it invalid
+//! again, and a VMfail is VMfailValid (ZF, an error number) only while it
+//! is valid, VMfailInvalid (CF) otherwise, so VMXON in VMX root operation
+//! without a VMPTRLD since is VMfailInvalid. (The simulation has no memory:
+//! VMPTRLD does not check the region's revision identifier.) An operation
+//! that real hardware would fault
 //! on (WRMSR to a locked IA32_FEATURE_CONTROL, CR4.VMXE set without VMX,
 //! CR0 or CR4 leaving the fixed bits inside VMX operation) is recorded in
 //! [`SimCpu::violations`], which tests assert stays empty; giving back a
@@ -171,6 +177,10 @@ pub enum Op {
     Vmxon,
     /// VMXOFF.
     Vmxoff,
+    /// VMCLEAR.
+    Vmclear,
+    /// VMPTRLD.
+    Vmptrld,
 }
 
 /// A simulated logical processor: Bochs' corei7_skylake_x with
@@ -204,6 +214,9 @@ pub struct SimCpu {
     pub in_vmx: bool,
     /// The VMXON pointer while in VMX operation.
     pub region: Option<u64>,
+    /// The current-VMCS pointer, `None` while it is invalid
+    /// (FFFFFFFF_FFFFFFFFH).
+    pub current_vmcs: Option<u64>,
     /// The step that goes wrong here, if any.
     pub fail: Option<Step>,
     /// Every privileged operation, in order.
@@ -238,6 +251,7 @@ impl SimCpu {
             faulting_msrs: Vec::new(),
             in_vmx: false,
             region: None,
+            current_vmcs: None,
             fail: None,
             ops: Vec::new(),
             violations: Vec::new(),
@@ -283,6 +297,22 @@ impl SimCpu {
 
     fn fails(&self, step: Step) -> bool {
         self.fail == Some(step)
+    }
+
+    /// VMfail(`error`), SDM "Conventions": VMfailValid when there is a
+    /// current VMCS to hold the number, VMfailInvalid otherwise.
+    fn vmfail(&self, error: VmInstructionError) -> VmxOutcome {
+        if self.current_vmcs.is_some() {
+            VmxOutcome::FailValid(error)
+        } else {
+            VmxOutcome::FailInvalid
+        }
+    }
+
+    /// Whether a VMCS pointer is 4 KiB aligned and within the
+    /// physical-address width.
+    fn valid_pointer(&self, address: u64) -> bool {
+        address & 0xfff == 0 && address >> self.physical_address_width == 0
     }
 }
 
@@ -423,7 +453,7 @@ impl Cpu for SimCpu {
         if self.in_vmx {
             // VMfail(15): VMfailValid only with a current VMCS, and VMXON
             // leaves the current-VMCS pointer invalid.
-            return Ok(VmxOutcome::FailInvalid);
+            return Ok(self.vmfail(VmInstructionError::VmxonInVmxRoot));
         }
         let fixed_ok = within(self.cr0_fixed, self.cr0) && within(self.cr4_fixed, self.cr4);
         if !fixed_ok || self.feature_control & 0x5 != 0x5 {
@@ -441,6 +471,7 @@ impl Cpu for SimCpu {
             _ => {
                 self.in_vmx = true;
                 self.region = Some(region);
+                self.current_vmcs = None;
                 Ok(VmxOutcome::Succeed)
             }
         }
@@ -458,6 +489,38 @@ impl Cpu for SimCpu {
         }
         self.in_vmx = false;
         self.region = None;
+        Ok(VmxOutcome::Succeed)
+    }
+
+    fn vmclear(&mut self, region: u64) -> Result<VmxOutcome, Fault> {
+        self.ops.push(Op::Vmclear);
+        if !self.in_vmx {
+            return Err(Fault::InvalidOpcode);
+        }
+        if !self.valid_pointer(region) {
+            return Ok(self.vmfail(VmInstructionError::VmclearInvalidAddress));
+        }
+        if self.region == Some(region) {
+            return Ok(self.vmfail(VmInstructionError::VmclearVmxonPointer));
+        }
+        if self.current_vmcs == Some(region) {
+            self.current_vmcs = None;
+        }
+        Ok(VmxOutcome::Succeed)
+    }
+
+    fn vmptrld(&mut self, region: u64) -> Result<VmxOutcome, Fault> {
+        self.ops.push(Op::Vmptrld);
+        if !self.in_vmx {
+            return Err(Fault::InvalidOpcode);
+        }
+        if !self.valid_pointer(region) {
+            return Ok(self.vmfail(VmInstructionError::VmptrldInvalidAddress));
+        }
+        if self.region == Some(region) {
+            return Ok(self.vmfail(VmInstructionError::VmptrldVmxonPointer));
+        }
+        self.current_vmcs = Some(region);
         Ok(VmxOutcome::Succeed)
     }
 }

@@ -5,11 +5,13 @@
 //!
 //! - Linux (`linux`): CPUID on each processor with the thread pinned to
 //!   it; MSRs through `/dev/cpu/N/msr`; CR0/CR4 unknown (ring 3).
-//! - Windows (`windows`): CPUID in user mode; MSRs and CR4 through the
-//!   driver once it is loaded.
+//! - Windows (`windows`): everything through the driver once it is loaded;
+//!   without it, CPUID on each processor with the thread pinned to it
+//!   ([`processor_groups`] numbers them across processor groups).
 
 #[cfg(target_os = "linux")]
 pub mod linux;
+pub mod processor_groups;
 #[cfg(target_os = "windows")]
 pub mod windows;
 
