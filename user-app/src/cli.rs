@@ -261,7 +261,7 @@ fn check(cli: &Cli) -> u8 {
         return report.exit_code();
     }
     let text = if cli.json {
-        for note in &report.notes {
+        for note in &report.all_notes() {
             warn(&format!("note: {}", escape_controls(note)));
         }
         // Serializing a Value cannot fail.

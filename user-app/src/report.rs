@@ -4,7 +4,7 @@
 //! it out.
 
 use std::borrow::Cow;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::hash::Hash;
 
@@ -296,12 +296,13 @@ impl MachineReport {
     /// The notes: the front end's, then each break of the SDM's rules for
     /// the capability MSRs that vmx-core found (once, however many
     /// processors report it). They never decide the verdict.
-    fn all_notes(&self) -> Vec<String> {
+    pub fn all_notes(&self) -> Vec<String> {
         let mut notes = self.notes.clone();
+        let mut seen: HashSet<String> = notes.iter().cloned().collect();
         for cpu in &self.cpus {
             for note in cpu.report.capability_notes() {
                 let text = format!("capability MSRs: {note}");
-                if !notes.contains(&text) {
+                if seen.insert(text.clone()) {
                     notes.push(text);
                 }
             }
