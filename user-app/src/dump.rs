@@ -401,7 +401,13 @@ fn utf8_body(bytes: &[u8]) -> Result<&[u8], DumpError> {
                          `vmx-check dump -o FILE`, or convert it (`Get-Content FILE | Set-Content \
                          -Encoding utf8 NEW`)";
     if let Some(rest) = bytes.strip_prefix(b"\xef\xbb\xbf") {
-        return Ok(rest);
+        return match memchr_nul(rest) {
+            Some(at) => Err(error(
+                "$",
+                format!("byte {} is NUL: this is binary data, not JSON text", at + 3),
+            )),
+            None => Ok(rest),
+        };
     }
     let head = &bytes[..bytes.len().min(64)];
     let nul_at = |odd: bool| {
@@ -964,6 +970,7 @@ mod tests {
         let le: Vec<u8> = EXAMPLE.encode_utf16().flat_map(u16::to_le_bytes).collect();
         assert!(err_bytes(&le).contains("UTF-16 (little-endian)"));
         assert!(err_bytes(b"\0\0\0").contains("byte 0 is NUL"));
+        assert!(err_bytes(b"\xef\xbb\xbf{\0").contains("byte 4 is NUL"));
         assert!(read_limited(&b"{}"[..]).is_ok());
         assert!(matches!(
             read_limited(std::io::repeat(b' ').take(MAX_BYTES + 10)),
