@@ -162,6 +162,20 @@ fn the_kernels_facts_go_into_the_dump() {
 }
 
 #[test]
+fn an_unreadable_cpuinfo_is_no_fact_and_the_source_says_so() {
+    let paths = machine_files("facts-no-cpuinfo", "0", false, "");
+    std::fs::remove_file(&paths.cpuinfo).unwrap();
+    let mut machine = LinuxMachine::with_paths(paths);
+    machine.processors().unwrap();
+    assert_eq!(machine.cpu_linux(0), None);
+    assert!(
+        machine.source().contains("cpuinfo unreadable"),
+        "{}",
+        machine.source()
+    );
+}
+
+#[test]
 fn kvm_intel_not_loaded_and_no_nested_file() {
     let paths = machine_files("facts-not-loaded", "0", false, "");
     let machine = LinuxMachine::with_paths(paths);
