@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use nix::errno::Errno;
-use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
+use nix::sched::{CpuSet, sched_getaffinity, sched_getcpu, sched_setaffinity};
 use nix::unistd::Pid;
 use vmx_core::CpuidResult;
 use vmx_core::diagnosis::{MsrRead, Observe};
@@ -241,8 +241,16 @@ impl Machine for LinuxMachine {
                 .map(|text| parse_cpuinfo(&text))
                 .unwrap_or_default(),
         );
-        if let Some(cpus) = read_trimmed(&self.paths.online).and_then(|t| parse_cpu_list(&t)) {
+        if let Some(mut cpus) = read_trimmed(&self.paths.online).and_then(|t| parse_cpu_list(&t)) {
             if !cpus.is_empty() {
+                // The processor the thread runs on first: one move fewer.
+                if let Some(here) = sched_getcpu()
+                    .ok()
+                    .and_then(|cpu| u32::try_from(cpu).ok())
+                    .and_then(|cpu| cpus.iter().position(|&c| c == cpu))
+                {
+                    cpus.rotate_left(here);
+                }
                 return Ok(cpus);
             }
         }
@@ -258,7 +266,8 @@ impl Machine for LinuxMachine {
     }
 
     fn observe(&mut self, cpu: u32, visit: &mut dyn FnMut(&mut dyn Observe)) -> anyhow::Result<()> {
-        let original = self.affinity()?;
+        // Remember the affinity before the first pin; `finish` restores it.
+        self.affinity()?;
         let mut only = CpuSet::new();
         only.set(cpu as usize)
             .with_context(|| format!("processor {cpu} is beyond the CPU set"))?;
@@ -270,7 +279,13 @@ impl Machine for LinuxMachine {
             self.notes.insert(note);
         }
         self.msrs_read |= observer.answered;
-        sched_setaffinity(Pid::from_raw(0), &original).context("restoring the CPU affinity")?;
+        Ok(())
+    }
+
+    fn finish(&mut self) -> anyhow::Result<()> {
+        if let Some(original) = self.original {
+            sched_setaffinity(Pid::from_raw(0), &original).context("restoring the CPU affinity")?;
+        }
         Ok(())
     }
 
