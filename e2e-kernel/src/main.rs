@@ -100,5 +100,10 @@ fn check_processors(processors: &mut Processors) {
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-    exit::fail(format_args!("panic: {info}"))
+    // One line: PanicInfo's own Display puts the message on a second line,
+    // which the runner would not read as part of the result.
+    match info.location() {
+        Some(location) => exit::fail(format_args!("panic at {location}: {}", info.message())),
+        None => exit::fail(format_args!("panic: {}", info.message())),
+    }
 }

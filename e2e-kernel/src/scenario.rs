@@ -92,6 +92,12 @@ pub enum Scenario {
     /// with VMfailValid(3), both numbers read with VMREAD; then the VMCS is
     /// cleared and every processor leaves.
     VmfailValid,
+    /// Flips CR0 and CR4 bits that the VMX fixed bits leave free (and the
+    /// running kernel does not depend on) on every processor, then enters
+    /// and leaves: VMXON succeeds with valid but tweaked CR0 and CR4, as in
+    /// kvm-unit-tests' `test_vmxon`, and leaving puts the tweaked values
+    /// back.
+    EnterLeaveFlexible,
     /// Entering a second time is refused, without a fault.
     EnterTwice,
     /// Leaving without having entered is refused, without a fault.
@@ -110,7 +116,8 @@ impl fmt::Display for BadCommandLine<'_> {
         write!(
             f,
             "bad command line {:?}: expected scenario=enter-leave [expect=VERDICT] \
-             [feature-control=unlocked], scenario=fault-wrong-revision-id, \
+             [feature-control=unlocked], scenario=enter-leave-flexible, \
+             scenario=fault-wrong-revision-id, \
              scenario=fault-drop-vmxe, scenario=fault-cr0-ne, scenario=fault-vmxon-unlocked, \
              scenario=fault-lock-alone, scenario=fault-misaligned-region, \
              scenario=fault-region-beyond-width, scenario=fault-vmxoff-outside, \
@@ -144,6 +151,7 @@ impl Scenario {
         };
         match value("scenario").ok_or(bad)? {
             "enter-leave" => Ok(Self::EnterLeave { expect, unlocked }),
+            "enter-leave-flexible" => Ok(Self::EnterLeaveFlexible),
             "fault-wrong-revision-id" => Ok(Self::WrongRevisionId),
             "fault-drop-vmxe" => Ok(Self::DropVmxe),
             "fault-cr0-ne" => Ok(Self::Cr0Ne),
@@ -169,9 +177,14 @@ impl Scenario {
             pool,
             slots: [const { Processor::new() }; MAX_PROCESSORS],
         };
+        if self == Self::EnterLeaveFlexible {
+            test.flip_flexible_bits();
+        }
         let before = test.registers("before");
         if matches!(self, Self::VmxonUnlocked | Self::LockAlone)
-            && before.feature_control[..test.count()] != [Some(0); MAX_PROCESSORS][..test.count()]
+            && before.feature_control[..test.count()]
+                .iter()
+                .any(|&value| value != Some(0))
         {
             fail!(
                 "{} needs IA32_FEATURE_CONTROL unlocked (0x0) on every processor: boot SeaBIOS",
@@ -195,6 +208,7 @@ impl Scenario {
         };
         let mut rule = FeatureControlRule::UnchangedOrLocked;
         match self {
+            Self::EnterLeaveFlexible => test.enter_leave(verdict, Verdict::Ready),
             Self::EnterLeave { expect, unlocked } => {
                 test.enter_leave(verdict, expect);
                 if unlocked {
@@ -254,6 +268,7 @@ impl Scenario {
     fn name(self) -> &'static str {
         match self {
             Self::EnterLeave { .. } => "enter-leave",
+            Self::EnterLeaveFlexible => "enter-leave-flexible",
             Self::WrongRevisionId => "fault-wrong-revision-id",
             Self::DropVmxe => "fault-drop-vmxe",
             Self::Cr0Ne => "fault-cr0-ne",
@@ -279,6 +294,17 @@ struct Registers {
     cr4: [u64; MAX_PROCESSORS],
     feature_control: [Option<u64>; MAX_PROCESSORS],
 }
+
+/// The CR0 bits `enter-leave-flexible` flips: MP (1), WP (16), AM (18).
+/// Neither IA32_VMX_CR0_FIXED0 requires them nor FIXED1 forbids them on
+/// Bochs' models, and this kernel does not depend on them (no x87 or SSE
+/// code, every page writable, no CPL 3). kvm-unit-tests flips every free
+/// bit except those that change the paging mode; this is a safe subset.
+const FLEXIBLE_CR0: u64 = 1 << 1 | 1 << 16 | 1 << 18;
+/// The CR4 bits `enter-leave-flexible` flips: TSD (2), DE (3), MCE (6),
+/// PGE (7), PCE (8), OSXMMEXCPT (10); free in the VMX fixed bits of Bochs'
+/// models and harmless to this kernel.
+const FLEXIBLE_CR4: u64 = 1 << 2 | 1 << 3 | 1 << 6 | 1 << 7 | 1 << 8 | 1 << 10;
 
 /// What IA32_FEATURE_CONTROL must be after a scenario.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -388,6 +414,26 @@ impl Test<'_> {
         overall
     }
 
+    /// Flips [`FLEXIBLE_CR0`] and [`FLEXIBLE_CR4`] on every processor: the
+    /// test's own set-up, before anything is recorded.
+    fn flip_flexible_bits(&mut self) {
+        for index in 0..self.count() {
+            let ran = self.platform.run_on(index, &mut |cpu| {
+                let (cr0, cr4) = (cpu.read_cr0(), cpu.read_cr4());
+                cpu.write_cr0(cr0 ^ FLEXIBLE_CR0);
+                cpu.write_cr4(cr4 ^ FLEXIBLE_CR4);
+                println!(
+                    "processor {index}: CR0 {cr0:#x} -> {:#x}, CR4 {cr4:#x} -> {:#x} (flexible bits flipped)",
+                    cr0 ^ FLEXIBLE_CR0,
+                    cr4 ^ FLEXIBLE_CR4
+                );
+            });
+            if ran.is_err() {
+                fail!("processor {index} is unavailable");
+            }
+        }
+    }
+
     fn enter_leave(&mut self, verdict: Verdict, expect: Verdict) {
         if verdict != expect {
             fail!("the diagnosis is {verdict}, expected {expect}");
@@ -454,6 +500,31 @@ impl Test<'_> {
                 "{} processors entered and {} left; expected the {target} before processor {target} to enter and leave",
                 counts.vmxon_succeeded,
                 counts.vmxoff_succeeded
+            );
+        }
+        // A VMXON error comes from the instruction itself: it ran there.
+        let vmxon_ran_there = matches!(
+            expected.error,
+            Error::Faulted {
+                instruction: Instruction::Vmxon,
+                ..
+            } | Error::VmFailInvalid {
+                instruction: Instruction::Vmxon
+            } | Error::VmFailValid {
+                instruction: Instruction::Vmxon,
+                ..
+            }
+        );
+        if counts.vmxon != target + usize::from(vmxon_ran_there) {
+            fail!(
+                "{} VMXON executed; expected {} (processor {target}'s {})",
+                counts.vmxon,
+                target + usize::from(vmxon_ran_there),
+                if vmxon_ran_there {
+                    "included"
+                } else {
+                    "refused first"
+                }
             );
         }
         println!(

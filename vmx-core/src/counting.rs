@@ -225,3 +225,30 @@ impl<C: Cpu> Cpu for Counting<C> {
         self.inner.vmptrld(region)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::operation::Processor;
+    use crate::sim::{SimCpu, SimPage};
+    use crate::vmcs::Vmcs;
+
+    #[test]
+    fn vmclear_and_vmptrld_are_counted_and_named_only_when_they_ran() {
+        let mut cpu = Counting::new(SimCpu::skylake());
+        let mut processor = Processor::new();
+        processor.enter(&mut cpu, SimPage::new(0x1000)).unwrap();
+        let entering = cpu.counts();
+        // The line the e2e kernel prints for entering reads as it always has.
+        assert_eq!(
+            std::format!("{entering}"),
+            "15 (4 CPUID, 6 RDMSR, 0 WRMSR, CR0 1 read 1 write, CR4 1 read 1 write, 1 VMXON, 0 VMXOFF)"
+        );
+        let vmcs = Vmcs::load(&mut cpu, &processor, SimPage::new(0x2000)).unwrap();
+        vmcs.clear(&mut cpu).unwrap();
+        let vmcs_ops = cpu.counts() - entering;
+        assert_eq!((vmcs_ops.vmclear, vmcs_ops.vmptrld), (2, 1));
+        assert!(std::format!("{vmcs_ops}").ends_with(", 0 VMXOFF, 2 VMCLEAR, 1 VMPTRLD)"));
+        assert_eq!(vmcs_ops.total(), vmcs_ops.cpuid + vmcs_ops.rdmsr + 3);
+    }
+}

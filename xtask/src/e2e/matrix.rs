@@ -82,6 +82,10 @@ pub enum Scenario {
         /// The verdict the kernel must diagnose.
         expect: &'static str,
     },
+    /// CR0 and CR4 bits the VMX fixed bits leave free flipped on every
+    /// processor, then enter and leave (kvm-unit-tests' "valid but tweaked
+    /// CR0/CR4").
+    EnterLeaveFlexible,
     /// `VMfailInvalid` on the last processor, everything rolled back.
     WrongRevisionId,
     /// #UD from VMXON on the last processor, everything rolled back.
@@ -130,6 +134,7 @@ impl Scenario {
     pub fn name(self) -> &'static str {
         match self {
             Self::EnterLeave { .. } => "enter-leave",
+            Self::EnterLeaveFlexible => "enter-leave-flexible",
             Self::WrongRevisionId => "fault-wrong-revision-id",
             Self::DropVmxe => "fault-drop-vmxe",
             Self::Cr0Ne => "fault-cr0-ne",
@@ -262,6 +267,9 @@ pub fn default_matrix() -> Vec<Case> {
         for cpus in [1, 2, 4] {
             cases.push(bochs(model, cpus, ready));
         }
+    }
+    for model in ["corei7_skylake_x", "tigerlake"] {
+        cases.push(bochs(model, 2, Scenario::EnterLeaveFlexible));
     }
     cases.push(bochs(
         "ryzen",
