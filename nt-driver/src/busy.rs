@@ -103,6 +103,34 @@ mod tests {
     }
 
     #[test]
+    fn lock_waits_until_the_holder_lets_go() {
+        let busy = Arc::new(Busy::new(0u32));
+        let held = busy.try_lock().unwrap();
+        let (waiting, waited) = std::sync::mpsc::channel();
+        let waiter = {
+            let busy = busy.clone();
+            std::thread::spawn(move || {
+                let mut waits = 0u32;
+                let mut value = busy.lock(&mut || {
+                    waits += 1;
+                    // Tell the holder once that this thread is waiting.
+                    if waits == 1 {
+                        waiting.send(()).unwrap();
+                    }
+                    std::thread::yield_now();
+                });
+                *value += 1;
+                waits
+            })
+        };
+        // The waiter found the value taken; let go of it now.
+        waited.recv().unwrap();
+        drop(held);
+        assert!(waiter.join().unwrap() >= 1);
+        assert_eq!(*busy.try_lock().unwrap(), 1);
+    }
+
+    #[test]
     fn threads_never_share_the_value() {
         let busy = Arc::new(Busy::new(0u64));
         let barrier = Arc::new(Barrier::new(4));

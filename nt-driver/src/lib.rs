@@ -18,8 +18,10 @@
 //! - [`ntstatus`]: the NTSTATUS values used.
 //!
 //! The Windows glue (`glue/`, compiled only for a Windows driver build)
-//! turns IRPs into calls of these modules and implements the platform
-//! traits with group affinity and contiguous memory: it decides nothing.
+//! turns IRPs and power notifications into calls of these modules and
+//! implements the platform traits with group affinity, DISPATCH_LEVEL
+//! around the work on each processor, and contiguous no-execute memory: it
+//! decides nothing.
 #![cfg_attr(all(windows, not(test)), no_std)]
 #![deny(missing_docs)]
 

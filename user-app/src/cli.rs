@@ -261,13 +261,10 @@ fn check(cli: &Cli) -> u8 {
         return report.exit_code();
     }
     let text = if cli.json {
-        for note in &report.notes {
+        for note in &report.all_notes() {
             warn(&format!("note: {}", escape_controls(note)));
         }
-        // Serializing a Value cannot fail.
-        let mut text = serde_json::to_string_pretty(&report.to_json()).unwrap_or_default();
-        text.push('\n');
-        text
+        report.to_json_text()
     } else {
         report.to_text()
     };

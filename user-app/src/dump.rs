@@ -187,42 +187,71 @@ fn parse_hex(text: &str) -> Option<u64> {
     u64::from_str_radix(digits, 16).ok()
 }
 
-fn hex(value: &Value, path: &str) -> Result<u64, DumpError> {
-    let text = value
-        .as_str()
-        .ok_or_else(|| error(path, "not a hex string"))?;
+/// A JSON path, built on the stack as the parser descends and rendered
+/// only for an error: `cpus[0].msrs."0x3a"` (the format's own keys bare,
+/// MSR keys quoted, `$` for the whole document).
+#[derive(Debug, Clone, Copy)]
+enum At<'a> {
+    Root,
+    Key(&'a At<'a>, &'a str),
+    Quoted(&'a At<'a>, &'a str),
+    Index(&'a At<'a>, usize),
+}
+
+impl<'a> At<'a> {
+    fn key(&'a self, key: &'a str) -> Self {
+        At::Key(self, key)
+    }
+
+    fn index(&'a self, i: usize) -> Self {
+        At::Index(self, i)
+    }
+
+    fn error(&self, message: impl Into<String>) -> DumpError {
+        error(&self.to_string(), message)
+    }
+}
+
+impl fmt::Display for At<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            At::Root => f.write_str("$"),
+            At::Key(At::Root, key) => f.write_str(key),
+            At::Quoted(At::Root, key) => write!(f, "{key:?}"),
+            At::Index(At::Root, i) => write!(f, "[{i}]"),
+            At::Key(parent, key) => write!(f, "{parent}.{key}"),
+            At::Quoted(parent, key) => write!(f, "{parent}.{key:?}"),
+            At::Index(parent, i) => write!(f, "{parent}[{i}]"),
+        }
+    }
+}
+
+fn hex(value: &Value, at: &At<'_>) -> Result<u64, DumpError> {
+    let text = value.as_str().ok_or_else(|| at.error("not a hex string"))?;
     parse_hex(text).ok_or_else(|| {
-        error(
-            path,
-            format!("not a hex string \"0x…\" of at most 64 bits: {text:?}"),
-        )
+        at.error(format!(
+            "not a hex string \"0x…\" of at most 64 bits: {text:?}"
+        ))
     })
 }
 
-fn hex32(value: &Value, path: &str) -> Result<u32, DumpError> {
-    let wide = hex(value, path)?;
-    u32::try_from(wide).map_err(|_| error(path, format!("{wide:#x} does not fit in 32 bits")))
+fn hex32(value: &Value, at: &At<'_>) -> Result<u32, DumpError> {
+    let wide = hex(value, at)?;
+    u32::try_from(wide).map_err(|_| at.error(format!("{wide:#x} does not fit in 32 bits")))
 }
 
-fn object<'a>(value: &'a Value, path: &str) -> Result<&'a Map<String, Value>, DumpError> {
-    value
-        .as_object()
-        .ok_or_else(|| error(path, "not an object"))
+fn object<'a>(value: &'a Value, at: &At<'_>) -> Result<&'a Map<String, Value>, DumpError> {
+    value.as_object().ok_or_else(|| at.error("not an object"))
 }
 
 fn required<'a>(
     object: &'a Map<String, Value>,
     key: &str,
-    path: &str,
+    at: &At<'_>,
 ) -> Result<&'a Value, DumpError> {
     object
         .get(key)
-        .ok_or_else(|| error(path, format!("missing \"{key}\"")))
-}
-
-/// A JSON path step for one of the format's own keys: `path.name`.
-fn key_path(path: &str, key: &str) -> String {
-    format!("{path}.{key}")
+        .ok_or_else(|| at.error(format!("missing \"{key}\"")))
 }
 
 /// A step of a JSON path, for naming where a duplicate key is.
@@ -263,17 +292,23 @@ fn render(steps: &[Step]) -> String {
 }
 
 /// Builds a [`Value`] as serde_json does, but refuses a key that an object
-/// lists twice (serde_json keeps the last), remembering its path.
+/// lists twice (serde_json keeps the last). The duplicate's path is
+/// gathered only on the way out, as the error unwinds through the objects
+/// and lists that hold it (`steps`, innermost first), so a good dump costs
+/// no path at all.
 struct Strict<'a> {
-    steps: &'a RefCell<Vec<Step>>,
-    duplicate: &'a RefCell<Option<DumpError>>,
+    steps: &'a RefCell<Option<Vec<Step>>>,
 }
 
 impl Strict<'_> {
     fn again(&self) -> Self {
-        Strict {
-            steps: self.steps,
-            duplicate: self.duplicate,
+        Strict { steps: self.steps }
+    }
+
+    /// Adds `step` to a duplicate's path while its error unwinds.
+    fn unwinding(&self, step: impl FnOnce() -> Step) {
+        if let Some(steps) = self.steps.borrow_mut().as_mut() {
+            steps.push(step());
         }
     }
 }
@@ -328,12 +363,13 @@ impl<'de> Visitor<'de> for Strict<'_> {
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let mut list = Vec::new();
         loop {
-            self.steps.borrow_mut().push(Step::Index(list.len()));
-            let next = seq.next_element_seed(self.again());
-            self.steps.borrow_mut().pop();
-            match next? {
-                Some(value) => list.push(value),
-                None => return Ok(Value::Array(list)),
+            match seq.next_element_seed(self.again()) {
+                Ok(Some(value)) => list.push(value),
+                Ok(None) => return Ok(Value::Array(list)),
+                Err(e) => {
+                    self.unwinding(|| Step::Index(list.len()));
+                    return Err(e);
+                }
             }
         }
     }
@@ -341,18 +377,19 @@ impl<'de> Visitor<'de> for Strict<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
         let mut map = Map::new();
         while let Some(key) = access.next_key::<String>()? {
-            self.steps.borrow_mut().push(Step::Key(key.clone()));
             if map.contains_key(&key) {
-                let path = render(&self.steps.borrow());
-                *self.duplicate.borrow_mut() = Some(error(
-                    &path,
-                    "the key is listed twice (a dump lists each key once)",
-                ));
+                *self.steps.borrow_mut() = Some(vec![Step::Key(key)]);
                 return Err(serde::de::Error::custom("duplicate key"));
             }
-            let value = access.next_value_seed(self.again());
-            self.steps.borrow_mut().pop();
-            map.insert(key, value?);
+            match access.next_value_seed(self.again()) {
+                Ok(value) => {
+                    map.insert(key, value);
+                }
+                Err(e) => {
+                    self.unwinding(|| Step::Key(key));
+                    return Err(e);
+                }
+            }
         }
         Ok(Value::Object(map))
     }
@@ -364,7 +401,13 @@ fn utf8_body(bytes: &[u8]) -> Result<&[u8], DumpError> {
                          `vmx-check dump -o FILE`, or convert it (`Get-Content FILE | Set-Content \
                          -Encoding utf8 NEW`)";
     if let Some(rest) = bytes.strip_prefix(b"\xef\xbb\xbf") {
-        return Ok(rest);
+        return match memchr_nul(rest) {
+            Some(at) => Err(error(
+                "$",
+                format!("byte {} is NUL: this is binary data, not JSON text", at + 3),
+            )),
+            None => Ok(rest),
+        };
     }
     let head = &bytes[..bytes.len().min(64)];
     let nul_at = |odd: bool| {
@@ -468,25 +511,29 @@ impl Dump {
     /// processor at all.
     pub fn parse(bytes: &[u8]) -> Result<Self, DumpError> {
         let body = utf8_body(bytes)?;
-        let steps = RefCell::new(Vec::new());
-        let duplicate = RefCell::new(None);
+        let steps = RefCell::new(None);
         let mut deserializer = serde_json::Deserializer::from_slice(body);
-        let parsed = Strict {
-            steps: &steps,
-            duplicate: &duplicate,
-        }
-        .deserialize(&mut deserializer)
-        .and_then(|value| deserializer.end().map(|()| value));
+        let parsed = Strict { steps: &steps }
+            .deserialize(&mut deserializer)
+            .and_then(|value| deserializer.end().map(|()| value));
         let document = match parsed {
             Ok(document) => document,
             Err(e) => {
-                return Err(duplicate
-                    .into_inner()
-                    .unwrap_or_else(|| error("$", format!("not valid JSON: {e}"))));
+                return Err(match steps.into_inner() {
+                    Some(mut steps) => {
+                        steps.reverse();
+                        error(
+                            &render(&steps),
+                            "the key is listed twice (a dump lists each key once)",
+                        )
+                    }
+                    None => error("$", format!("not valid JSON: {e}")),
+                });
             }
         };
-        let top = object(&document, "$")?;
-        match required(top, "format", "$")? {
+        let root = At::Root;
+        let top = object(&document, &root)?;
+        match required(top, "format", &root)? {
             Value::String(format) if format == FORMAT => {}
             _ => return Err(error("format", format!("must be \"{FORMAT}\""))),
         }
@@ -499,22 +546,22 @@ impl Dump {
             None => None,
             Some(value) => Some(parse_host_linux(value)?),
         };
-        let list = required(top, "cpus", "$")?
+        let list = required(top, "cpus", &root)?
             .as_array()
             .ok_or_else(|| error("cpus", "not a list"))?;
+        let cpus_at = root.key("cpus");
         if list.is_empty() {
             return Err(error("cpus", "empty: a dump holds at least one processor"));
         }
         let mut cpus: Vec<CpuDump> = Vec::with_capacity(list.len());
         let mut seen = HashSet::with_capacity(list.len());
         for (i, value) in list.iter().enumerate() {
-            let path = format!("cpus[{i}]");
-            let cpu = parse_cpu(value, &path)?;
+            let at = cpus_at.index(i);
+            let cpu = parse_cpu(value, &at)?;
             if !seen.insert(cpu.cpu) {
-                return Err(error(
-                    &format!("{path}.cpu"),
-                    format!("processor {} is listed twice", cpu.cpu),
-                ));
+                return Err(at
+                    .key("cpu")
+                    .error(format!("processor {} is listed twice", cpu.cpu)));
             }
             cpus.push(cpu);
         }
@@ -536,53 +583,53 @@ impl Dump {
 }
 
 /// An optional string field of a `"linux"` object.
-fn text(fields: &Map<String, Value>, key: &str, path: &str) -> Result<Option<String>, DumpError> {
+fn text(fields: &Map<String, Value>, key: &str, at: &At<'_>) -> Result<Option<String>, DumpError> {
     match fields.get(key) {
         None => Ok(None),
         Some(Value::String(text)) => Ok(Some(text.clone())),
-        Some(_) => Err(error(&key_path(path, key), "not a string")),
+        Some(_) => Err(at.key(key).error("not a string")),
     }
 }
 
 fn parse_host_linux(value: &Value) -> Result<HostLinux, DumpError> {
-    let path = "linux";
-    let fields = object(value, path)?;
-    let kvm_intel = match text(fields, "kvm_intel", path)? {
+    let root = At::Root;
+    let at = root.key("linux");
+    let fields = object(value, &at)?;
+    let kvm_intel = match text(fields, "kvm_intel", &at)? {
         None => None,
         Some(name) => Some(KvmIntel::from_name(&name).ok_or_else(|| {
-            error(
-                &key_path(path, "kvm_intel"),
-                format!("must be \"loaded\" or \"not-loaded\", not {name:?}"),
-            )
+            at.key("kvm_intel").error(format!(
+                "must be \"loaded\" or \"not-loaded\", not {name:?}"
+            ))
         })?),
     };
     Ok(HostLinux {
         kvm_intel,
-        kvm_intel_nested: text(fields, "kvm_intel_nested", path)?,
-        kvm_enable_virt_at_load: text(fields, "kvm_enable_virt_at_load", path)?,
+        kvm_intel_nested: text(fields, "kvm_intel_nested", &at)?,
+        kvm_enable_virt_at_load: text(fields, "kvm_enable_virt_at_load", &at)?,
     })
 }
 
-fn parse_cpu(value: &Value, path: &str) -> Result<CpuDump, DumpError> {
-    let fields = object(value, path)?;
-    let cpu_path = key_path(path, "cpu");
-    let cpu = match required(fields, "cpu", path)? {
+fn parse_cpu(value: &Value, at: &At<'_>) -> Result<CpuDump, DumpError> {
+    let fields = object(value, at)?;
+    let cpu_at = at.key("cpu");
+    let cpu = match required(fields, "cpu", at)? {
         Value::Number(n) => n
             .as_u64()
             .and_then(|n| u32::try_from(n).ok())
-            .ok_or_else(|| error(&cpu_path, "not a processor number"))?,
-        other => hex32(other, &cpu_path)?,
+            .ok_or_else(|| cpu_at.error("not a processor number"))?,
+        other => hex32(other, &cpu_at)?,
     };
     let mut dump = CpuDump::new(cpu);
 
-    let cpuid_path = key_path(path, "cpuid");
-    let leaves = required(fields, "cpuid", path)?
+    let cpuid_at = at.key("cpuid");
+    let leaves = required(fields, "cpuid", at)?
         .as_array()
-        .ok_or_else(|| error(&cpuid_path, "not a list"))?;
+        .ok_or_else(|| cpuid_at.error("not a list"))?;
     for (i, entry) in leaves.iter().enumerate() {
-        let path = format!("{cpuid_path}[{i}]");
-        let regs = object(entry, &path)?;
-        let field = |name: &str| hex32(required(regs, name, &path)?, &key_path(&path, name));
+        let at = cpuid_at.index(i);
+        let regs = object(entry, &at)?;
+        let field = |name: &str| hex32(required(regs, name, &at)?, &at.key(name));
         let leaf = field("leaf")?;
         let subleaf = field("subleaf")?;
         let result = CpuidResult {
@@ -592,45 +639,44 @@ fn parse_cpu(value: &Value, path: &str) -> Result<CpuDump, DumpError> {
             edx: field("edx")?,
         };
         if dump.cpuid.insert((leaf, subleaf), result).is_some() {
-            return Err(error(
-                &path,
-                format!("leaf {leaf:#x} subleaf {subleaf:#x} is listed twice"),
-            ));
+            return Err(at.error(format!(
+                "leaf {leaf:#x} subleaf {subleaf:#x} is listed twice"
+            )));
         }
     }
 
-    let msrs_path = key_path(path, "msrs");
+    let msrs_at = at.key("msrs");
     let msrs = match fields.get("msrs") {
         None => None,
-        Some(value) => Some(object(value, &msrs_path)?),
+        Some(value) => Some(object(value, &msrs_at)?),
     };
     for (key, value) in msrs.into_iter().flatten() {
         // MSR keys are always quoted: `msrs."0x3a"`.
-        let path = format!("{msrs_path}.{key:?}");
+        let at = At::Quoted(&msrs_at, key);
         let msr = parse_hex(key)
             .and_then(|msr| u32::try_from(msr).ok())
-            .ok_or_else(|| error(&path, "the key is not an MSR address \"0x…\""))?;
+            .ok_or_else(|| at.error("the key is not an MSR address \"0x…\""))?;
         let read = match value {
             Value::Null => None,
-            value => Some(hex(value, &path)?),
+            value => Some(hex(value, &at)?),
         };
         if dump.msrs.insert(msr, read).is_some() {
-            return Err(error(&path, format!("MSR {msr:#x} is listed twice")));
+            return Err(at.error(format!("MSR {msr:#x} is listed twice")));
         }
     }
 
     for (name, slot) in [("cr0", &mut dump.cr0), ("cr4", &mut dump.cr4)] {
         match fields.get(name) {
             None | Some(Value::Null) => {}
-            Some(value) => *slot = Some(hex(value, &key_path(path, name))?),
+            Some(value) => *slot = Some(hex(value, &at.key(name))?),
         }
     }
     if let Some(value) = fields.get("linux") {
-        let linux_path = key_path(path, "linux");
-        let linux = object(value, &linux_path)?;
+        let linux_at = at.key("linux");
+        let linux = object(value, &linux_at)?;
         dump.linux = Some(CpuLinux {
-            cpuinfo_flags: text(linux, "cpuinfo_flags", &linux_path)?,
-            cpuinfo_vmx_flags: text(linux, "cpuinfo_vmx_flags", &linux_path)?,
+            cpuinfo_flags: text(linux, "cpuinfo_flags", &linux_at)?,
+            cpuinfo_vmx_flags: text(linux, "cpuinfo_vmx_flags", &linux_at)?,
         });
     }
     Ok(dump)
@@ -924,6 +970,7 @@ mod tests {
         let le: Vec<u8> = EXAMPLE.encode_utf16().flat_map(u16::to_le_bytes).collect();
         assert!(err_bytes(&le).contains("UTF-16 (little-endian)"));
         assert!(err_bytes(b"\0\0\0").contains("byte 0 is NUL"));
+        assert!(err_bytes(b"\xef\xbb\xbf{\0").contains("byte 4 is NUL"));
         assert!(read_limited(&b"{}"[..]).is_ok());
         assert!(matches!(
             read_limited(std::io::repeat(b' ').take(MAX_BYTES + 10)),

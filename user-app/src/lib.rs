@@ -106,6 +106,12 @@ pub fn diagnose_machine(machine: &mut dyn Machine) -> anyhow::Result<(MachineRep
             (Ok(()), None) => unreached.push(cpu),
         }
     }
+    machine.finish()?;
+    // In processor order, however the machine visited them.
+    let mut observed: Vec<(CpuDump, ProcessorReport)> = captured.into_iter().zip(reports).collect();
+    observed.sort_by_key(|(dump, _)| dump.cpu);
+    let (captured, reports): (Vec<CpuDump>, Vec<ProcessorReport>) = observed.into_iter().unzip();
+    unreached.sort_unstable();
     if captured.is_empty() {
         return Err(first_error
             .unwrap_or_else(|| anyhow::anyhow!("no processor could be observed"))

@@ -4,11 +4,13 @@
 //! it out.
 
 use std::borrow::Cow;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::hash::Hash;
 
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde::ser::{SerializeStruct, Serializer};
+use serde_json::Value;
 use vmx_core::cpuid::signature_text;
 use vmx_core::diagnosis::FeatureControlReading;
 use vmx_core::feature_control::FeatureControlFlags;
@@ -296,12 +298,13 @@ impl MachineReport {
     /// The notes: the front end's, then each break of the SDM's rules for
     /// the capability MSRs that vmx-core found (once, however many
     /// processors report it). They never decide the verdict.
-    fn all_notes(&self) -> Vec<String> {
+    pub fn all_notes(&self) -> Vec<String> {
         let mut notes = self.notes.clone();
+        let mut seen: HashSet<String> = notes.iter().cloned().collect();
         for cpu in &self.cpus {
             for note in cpu.report.capability_notes() {
                 let text = format!("capability MSRs: {note}");
-                if !notes.contains(&text) {
+                if seen.insert(text.clone()) {
                     notes.push(text);
                 }
             }
@@ -314,21 +317,18 @@ impl MachineReport {
     /// model and hypervisor, when processors differ: see each processor).
     #[must_use]
     pub fn to_json(&self) -> Value {
-        let hypervisor = self.shared(false, |c| c.report.hypervisor()).ok().flatten();
-        json!({
-            "format": FORMAT,
-            "verdict": self.verdict().name(),
-            "reason": self.reason(),
-            "remedy": self.remedy(),
-            "vendor": self.shared(false, CpuReport::vendor).ok().flatten(),
-            "model": self.shared(false, CpuReport::model).ok().flatten(),
-            "hypervisor": hypervisor.map(|h| signature_text(&h.signature()).as_str().to_owned()),
-            "hypervisor_name": hypervisor.map(|h| h.name()),
-            "capabilities": sorted_names(self.capabilities()),
-            "source": self.source,
-            "notes": self.all_notes(),
-            "cpus": self.cpus.iter().map(cpu_json).collect::<Vec<_>>(),
-        })
+        // Serializing strings, numbers and booleans into a Value cannot fail.
+        serde_json::to_value(ReportJson(self)).unwrap_or(Value::Null)
+    }
+
+    /// [`MachineReport::to_json`] as pretty-printed text ending in a newline,
+    /// written in one pass.
+    #[must_use]
+    pub fn to_json_text(&self) -> String {
+        // Serializing strings, numbers and booleans cannot fail.
+        let mut text = serde_json::to_string_pretty(&ReportJson(self)).unwrap_or_default();
+        text.push('\n');
+        text
     }
 
     /// The report as text: the verdict in capitals, its reason and remedy,
@@ -538,65 +538,161 @@ fn vmx_basic_lines(out: &mut String, basic: VmxBasic, whom: &str) {
     }
 }
 
-fn cpu_json(c: &CpuReport) -> Value {
-    let r = &c.report;
-    let identity = r.identity;
-    let features = identity.and_then(|i| i.features);
-    let feature_control = match r.feature_control {
-        FeatureControlReading::Read(fc) => {
-            let flags = fc.flags();
-            json!({
-                "state": r.feature_control.name(),
-                "raw": hex(fc.raw()),
-                "locked": flags.contains(FeatureControlFlags::LOCK),
-                "vmx_inside_smx": flags.contains(FeatureControlFlags::VMX_INSIDE_SMX),
-                "vmx_outside_smx": flags.contains(FeatureControlFlags::VMX_OUTSIDE_SMX),
-            })
+/// The report as `vmx-report/1`, serialized field by field (no
+/// intermediate [`Value`] tree: a report of 8192 processors is written in
+/// one pass).
+struct ReportJson<'a>(&'a MachineReport);
+
+impl Serialize for ReportJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let report = self.0;
+        let hypervisor = report
+            .shared(false, |c| c.report.hypervisor())
+            .ok()
+            .flatten();
+        let mut out = serializer.serialize_struct("Report", 12)?;
+        out.serialize_field("format", FORMAT)?;
+        out.serialize_field("verdict", report.verdict().name())?;
+        out.serialize_field("reason", &report.reason())?;
+        out.serialize_field("remedy", report.remedy())?;
+        out.serialize_field(
+            "vendor",
+            &report.shared(false, CpuReport::vendor).ok().flatten(),
+        )?;
+        out.serialize_field(
+            "model",
+            &report.shared(false, CpuReport::model).ok().flatten(),
+        )?;
+        out.serialize_field(
+            "hypervisor",
+            &hypervisor.map(|h| signature_text(&h.signature()).as_str().to_owned()),
+        )?;
+        out.serialize_field("hypervisor_name", &hypervisor.map(|h| h.name()))?;
+        out.serialize_field("capabilities", &sorted_names(report.capabilities()))?;
+        out.serialize_field("source", &report.source)?;
+        out.serialize_field("notes", &report.all_notes())?;
+        out.serialize_field("cpus", &CpusJson(&report.cpus))?;
+        out.end()
+    }
+}
+
+struct CpusJson<'a>(&'a [CpuReport]);
+
+impl Serialize for CpusJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().map(CpuJson::of))
+    }
+}
+
+/// One processor of the JSON report, its keys in the documented order.
+#[derive(Serialize)]
+struct CpuJson {
+    cpu: u32,
+    verdict: &'static str,
+    reason: String,
+    remedy: &'static str,
+    vendor: Option<String>,
+    vmx: Option<bool>,
+    smx: Option<bool>,
+    hypervisor_present: Option<bool>,
+    hypervisor: Option<String>,
+    svm: Option<bool>,
+    physical_address_width: Option<u8>,
+    feature_control: FeatureControlJson,
+    vmx_basic: Option<VmxBasicJson>,
+    cr0: Option<String>,
+    cr4: Option<String>,
+    cr4_vmxe: Option<bool>,
+    capabilities: Vec<&'static str>,
+}
+
+#[derive(Serialize)]
+struct FeatureControlJson {
+    state: &'static str,
+    raw: Option<String>,
+    locked: Option<bool>,
+    vmx_inside_smx: Option<bool>,
+    vmx_outside_smx: Option<bool>,
+}
+
+#[derive(Serialize)]
+struct VmxBasicJson {
+    raw: String,
+    revision_id: String,
+    region_size: u32,
+    memory_type: u8,
+    memory_type_name: &'static str,
+    physical_address_32bit: bool,
+    dual_monitor: bool,
+    ins_outs_reporting: bool,
+    true_controls: bool,
+    usable: bool,
+    problem: Option<String>,
+}
+
+impl CpuJson {
+    fn of(c: &CpuReport) -> Self {
+        let r = &c.report;
+        let identity = r.identity;
+        let features = identity.and_then(|i| i.features);
+        let feature_control = match r.feature_control {
+            FeatureControlReading::Read(fc) => {
+                let flags = fc.flags();
+                FeatureControlJson {
+                    state: r.feature_control.name(),
+                    raw: Some(hex(fc.raw())),
+                    locked: Some(flags.contains(FeatureControlFlags::LOCK)),
+                    vmx_inside_smx: Some(flags.contains(FeatureControlFlags::VMX_INSIDE_SMX)),
+                    vmx_outside_smx: Some(flags.contains(FeatureControlFlags::VMX_OUTSIDE_SMX)),
+                }
+            }
+            other => FeatureControlJson {
+                state: other.name(),
+                raw: None,
+                locked: None,
+                vmx_inside_smx: None,
+                vmx_outside_smx: None,
+            },
+        };
+        let vmx_basic = r.capabilities.map(|c| {
+            let basic = c.basic;
+            let usable = basic.check_usable();
+            VmxBasicJson {
+                raw: hex(basic.raw()),
+                revision_id: hex(basic.revision_id().into()),
+                region_size: basic.region_size(),
+                memory_type: basic.memory_type(),
+                memory_type_name: basic.memory_type_name(),
+                physical_address_32bit: basic.physical_address_32bit(),
+                dual_monitor: basic.dual_monitor(),
+                ins_outs_reporting: basic.ins_outs_reporting(),
+                true_controls: basic.true_controls(),
+                usable: usable.is_ok(),
+                problem: usable.err().map(|e| e.to_string()),
+            }
+        });
+        Self {
+            cpu: c.cpu,
+            verdict: c.verdict().name(),
+            reason: c.reason(),
+            remedy: c.remedy(),
+            vendor: c.vendor(),
+            vmx: features.map(|f| f.vmx()),
+            smx: features.map(|f| f.smx()),
+            hypervisor_present: features.map(|f| f.hypervisor_present()),
+            hypervisor: r
+                .hypervisor()
+                .map(|h| signature_text(&h.signature()).as_str().to_owned()),
+            svm: identity.map(|i| i.svm),
+            physical_address_width: identity.map(|i| i.physical_address_width),
+            feature_control,
+            vmx_basic,
+            cr0: r.cr0.map(hex),
+            cr4: r.cr4.map(hex),
+            cr4_vmxe: r.cr4_vmxe(),
+            capabilities: sorted_names(c.capabilities()),
         }
-        other => json!({
-            "state": other.name(),
-            "raw": null,
-            "locked": null,
-            "vmx_inside_smx": null,
-            "vmx_outside_smx": null,
-        }),
-    };
-    let vmx_basic = r.capabilities.map(|c| {
-        let basic = c.basic;
-        json!({
-            "raw": hex(basic.raw()),
-            "revision_id": hex(basic.revision_id().into()),
-            "region_size": basic.region_size(),
-            "memory_type": basic.memory_type(),
-            "memory_type_name": basic.memory_type_name(),
-            "physical_address_32bit": basic.physical_address_32bit(),
-            "dual_monitor": basic.dual_monitor(),
-            "ins_outs_reporting": basic.ins_outs_reporting(),
-            "true_controls": basic.true_controls(),
-            "usable": basic.check_usable().is_ok(),
-            "problem": basic.check_usable().err().map(|e| e.to_string()),
-        })
-    });
-    let names: BTreeSet<&str> = c.capabilities().linux_names().collect();
-    json!({
-        "cpu": c.cpu,
-        "verdict": c.verdict().name(),
-        "reason": c.reason(),
-        "remedy": c.remedy(),
-        "vendor": identity.map(|i| signature_text(&i.vendor.signature()).as_str().to_owned()),
-        "vmx": features.map(|f| f.vmx()),
-        "smx": features.map(|f| f.smx()),
-        "hypervisor_present": features.map(|f| f.hypervisor_present()),
-        "hypervisor": r.hypervisor().map(|h| signature_text(&h.signature()).as_str().to_owned()),
-        "svm": identity.map(|i| i.svm),
-        "physical_address_width": identity.map(|i| i.physical_address_width),
-        "feature_control": feature_control,
-        "vmx_basic": vmx_basic,
-        "cr0": r.cr0.map(hex),
-        "cr4": r.cr4.map(hex),
-        "cr4_vmxe": r.cr4_vmxe(),
-        "capabilities": names,
-    })
+    }
 }
 
 /// Writes `name  value`, the value wrapped at 78 columns under itself.

@@ -75,6 +75,7 @@ fn the_machine_observes_each_processor_and_restores_affinity() {
             .observe(cpu, &mut |o| seen.push((cpu, o.read_msr(0x3a))))
             .unwrap();
     }
+    machine.finish().unwrap();
     assert_eq!(seen.len(), cpus.len());
     for (cpu, read) in seen {
         // The files exist for processors 0 and 1 only.
@@ -134,7 +135,9 @@ fn the_kernels_facts_go_into_the_dump() {
         "kvm_intel 409600 0 - Live 0x0\nvboxdrv 696320 2 vboxnetadp, Live 0x0\n",
     );
     let mut machine = LinuxMachine::with_paths(paths);
-    assert_eq!(machine.processors().unwrap(), [0, 1]);
+    let mut cpus = machine.processors().unwrap();
+    cpus.sort_unstable();
+    assert_eq!(cpus, [0, 1], "every online processor, in any order");
     let host = machine.host_linux().unwrap();
     assert_eq!(
         host,
@@ -156,6 +159,20 @@ fn the_kernels_facts_go_into_the_dump() {
     assert!(notes.contains("dev-kvm does not exist"), "{notes}");
     assert!(notes.contains("vboxdrv (VirtualBox) is loaded"), "{notes}");
     assert!(!notes.contains("vmmon"), "{notes}");
+}
+
+#[test]
+fn an_unreadable_cpuinfo_is_no_fact_and_the_source_says_so() {
+    let paths = machine_files("facts-no-cpuinfo", "0", false, "");
+    std::fs::remove_file(&paths.cpuinfo).unwrap();
+    let mut machine = LinuxMachine::with_paths(paths);
+    machine.processors().unwrap();
+    assert_eq!(machine.cpu_linux(0), None);
+    assert!(
+        machine.source().contains("cpuinfo unreadable"),
+        "{}",
+        machine.source()
+    );
 }
 
 #[test]

@@ -7,7 +7,10 @@
 //! - `cargo xtask setup`: only the installation step.
 //! - `cargo xtask e2e [--model NAME] [--cpus N] [--expect VERDICT] [--dump DIR]`:
 //!   the emulated end-to-end suite.
+//! - `cargo xtask bench-check [--runs N]`: the checker's performance
+//!   figures (start-up against kvm-ok, replay of big dumps).
 
+mod bench_check;
 mod ci;
 mod e2e;
 mod setup;
@@ -22,7 +25,9 @@ tasks:
   setup                           install what the checks need (apt packages, rustup targets, tools)
   e2e [--model NAME] [--cpus N] [--expect VERDICT] [--dump DIR]
                                   boot the test kernel in emulators (default: the whole matrix;
-                                  `cargo xtask e2e --help` explains the options)";
+                                  `cargo xtask e2e --help` explains the options)
+  bench-check [--runs N]          vmx-check's performance figures: start-up against kvm-ok and
+                                  /bin/true, replay of 1, 1024 and 8192 processors";
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -30,6 +35,7 @@ fn main() -> anyhow::Result<()> {
         Some((task, rest)) if task == "ci" => ci::run(rest),
         Some((task, rest)) if task == "setup" && rest.is_empty() => setup::run(),
         Some((task, rest)) if task == "e2e" => e2e::run(rest),
+        Some((task, rest)) if task == "bench-check" => bench_check::run(rest),
         _ => bail!("{USAGE}"),
     }
 }

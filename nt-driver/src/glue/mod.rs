@@ -149,10 +149,12 @@ pub unsafe extern "system" fn driver_entry(
         unsafe { IoDeleteDevice(device) };
         return status;
     }
+    // SAFETY: the extension initialized above; the place is only named,
+    // no reference to the whole extension is formed.
+    let power_field = unsafe { ptr::addr_of_mut!((*extension).power) };
     // SAFETY: a field the callback never touches (it uses `device` only),
-    // written through the raw pointer without forming a reference to the
-    // whole extension.
-    unsafe { ptr::addr_of_mut!((*extension).power).write(Some(power)) };
+    // holding `None`, which needs no drop.
+    unsafe { power_field.write(Some(power)) };
 
     // SAFETY: the I/O manager's driver object, ours during DriverEntry.
     let driver_ref = unsafe { &mut *driver };

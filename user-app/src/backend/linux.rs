@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use nix::errno::Errno;
-use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
+use nix::sched::{CpuSet, sched_getaffinity, sched_getcpu, sched_setaffinity};
 use nix::unistd::Pid;
 use vmx_core::CpuidResult;
 use vmx_core::diagnosis::{MsrRead, Observe};
@@ -74,7 +74,8 @@ pub struct LinuxMachine {
     original: Option<CpuSet>,
     /// Whether any MSR answered (a value or a fault).
     msrs_read: bool,
-    /// Each processor's `/proc/cpuinfo` lines, read once.
+    /// Each processor's `/proc/cpuinfo` lines, read once (`None`:
+    /// unreadable).
     cpuinfo: Option<HashMap<u32, CpuLinux>>,
 }
 
@@ -227,22 +228,33 @@ impl Machine for LinuxMachine {
         } else {
             "no MSR read".to_owned()
         };
+        let cpuinfo = self.paths.cpuinfo.display();
+        let cpuinfo = if self.cpuinfo.is_some() {
+            cpuinfo.to_string()
+        } else {
+            format!("{cpuinfo} unreadable")
+        };
         format!(
-            "live on Linux: CPUID on each processor (thread pinned), {msrs}, {} and {}, \
+            "live on Linux: CPUID on each processor (thread pinned), {msrs}, {cpuinfo} and {}, \
              CR0/CR4 unknown in user mode",
-            self.paths.cpuinfo.display(),
             self.paths.sys_module.display()
         )
     }
 
     fn processors(&mut self) -> anyhow::Result<Vec<u32>> {
-        self.cpuinfo = Some(
-            std::fs::read_to_string(&self.paths.cpuinfo)
-                .map(|text| parse_cpuinfo(&text))
-                .unwrap_or_default(),
-        );
-        if let Some(cpus) = read_trimmed(&self.paths.online).and_then(|t| parse_cpu_list(&t)) {
+        self.cpuinfo = std::fs::read_to_string(&self.paths.cpuinfo)
+            .ok()
+            .map(|text| parse_cpuinfo(&text));
+        if let Some(mut cpus) = read_trimmed(&self.paths.online).and_then(|t| parse_cpu_list(&t)) {
             if !cpus.is_empty() {
+                // The processor the thread runs on first: one move fewer.
+                if let Some(here) = sched_getcpu()
+                    .ok()
+                    .and_then(|cpu| u32::try_from(cpu).ok())
+                    .and_then(|cpu| cpus.iter().position(|&c| c == cpu))
+                {
+                    cpus.rotate_left(here);
+                }
                 return Ok(cpus);
             }
         }
@@ -258,7 +270,8 @@ impl Machine for LinuxMachine {
     }
 
     fn observe(&mut self, cpu: u32, visit: &mut dyn FnMut(&mut dyn Observe)) -> anyhow::Result<()> {
-        let original = self.affinity()?;
+        // Remember the affinity before the first pin; `finish` restores it.
+        self.affinity()?;
         let mut only = CpuSet::new();
         only.set(cpu as usize)
             .with_context(|| format!("processor {cpu} is beyond the CPU set"))?;
@@ -270,7 +283,13 @@ impl Machine for LinuxMachine {
             self.notes.insert(note);
         }
         self.msrs_read |= observer.answered;
-        sched_setaffinity(Pid::from_raw(0), &original).context("restoring the CPU affinity")?;
+        Ok(())
+    }
+
+    fn finish(&mut self) -> anyhow::Result<()> {
+        if let Some(original) = self.original {
+            sched_setaffinity(Pid::from_raw(0), &original).context("restoring the CPU affinity")?;
+        }
         Ok(())
     }
 
@@ -280,13 +299,11 @@ impl Machine for LinuxMachine {
         notes
     }
 
+    /// `None` when `/proc/cpuinfo` could not be read; a processor it does
+    /// not list has neither line.
     fn cpu_linux(&self, cpu: u32) -> Option<CpuLinux> {
-        Some(
-            self.cpuinfo
-                .as_ref()
-                .and_then(|all| all.get(&cpu).cloned())
-                .unwrap_or_default(),
-        )
+        let all = self.cpuinfo.as_ref()?;
+        Some(all.get(&cpu).cloned().unwrap_or_default())
     }
 
     fn host_linux(&self) -> Option<HostLinux> {

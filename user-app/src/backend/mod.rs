@@ -30,7 +30,8 @@ pub trait Machine {
     /// were observed.
     fn source(&self) -> String;
 
-    /// The logical processors to observe, by number: every online one.
+    /// The logical processors to observe, by number: every online one, in
+    /// the order cheapest to visit (the report sorts them).
     ///
     /// # Errors
     /// The processors cannot be enumerated.
@@ -41,6 +42,15 @@ pub trait Machine {
     /// # Errors
     /// The backend cannot reach that processor (e.g. pinning failed).
     fn observe(&mut self, cpu: u32, visit: &mut dyn FnMut(&mut dyn Observe)) -> anyhow::Result<()>;
+
+    /// Called once after the last [`Machine::observe`]: undo what
+    /// observing changed (Linux: the thread's CPU affinity).
+    ///
+    /// # Errors
+    /// It could not be undone.
+    fn finish(&mut self) -> anyhow::Result<()> {
+        Ok(())
+    }
 
     /// What this backend could not do, each said once, with what to do
     /// about it ("run as root with `modprobe msr`").

@@ -71,6 +71,22 @@ fn expect_cpuid(cpu: &mut MockCpu, seq: &mut Sequence, extra_ecx: u32) {
     }
 }
 
+/// Expects the CPUID and MSR reads of entering on Bochs' corei7_skylake_x
+/// with IA32_FEATURE_CONTROL locked and enabled, in order.
+fn expect_skylake_msrs(cpu: &mut MockCpu, seq: &mut Sequence) {
+    expect_cpuid(cpu, seq, 0);
+    for (msr, value) in [
+        (0x3a, 0x5),
+        (0x480, sim::BASIC),
+        (0x486, 0x8000_0021),
+        (0x487, 0xffff_ffff),
+        (0x488, 0x2000),
+        (0x489, 0x0037_27ff),
+    ] {
+        expect_read(cpu, seq, msr, value);
+    }
+}
+
 fn expect_read(cpu: &mut MockCpu, seq: &mut Sequence, msr: u32, value: u64) {
     cpu.expect_read_msr()
         .with(eq(msr))
@@ -83,13 +99,7 @@ fn expect_read(cpu: &mut MockCpu, seq: &mut Sequence, msr: u32, value: u64) {
 fn entering_checks_everything_before_changing_anything_then_vmxon() {
     let mut cpu = MockCpu::new();
     let mut seq = Sequence::new();
-    expect_cpuid(&mut cpu, &mut seq, 0);
-    expect_read(&mut cpu, &mut seq, 0x3a, 0x5);
-    expect_read(&mut cpu, &mut seq, 0x480, sim::BASIC);
-    expect_read(&mut cpu, &mut seq, 0x486, 0x8000_0021);
-    expect_read(&mut cpu, &mut seq, 0x487, 0xffff_ffff);
-    expect_read(&mut cpu, &mut seq, 0x488, 0x2000);
-    expect_read(&mut cpu, &mut seq, 0x489, 0x0037_27ff);
+    expect_skylake_msrs(&mut cpu, &mut seq);
     cpu.expect_read_cr0()
         .times(1)
         .in_sequence(&mut seq)
@@ -361,17 +371,7 @@ fn vmxoff_that_raises_gp_keeps_the_processor_entered_and_its_page() {
     // operation: CR4.VMXE must stay set and the region in use.
     let mut cpu = MockCpu::new();
     let mut seq = Sequence::new();
-    expect_cpuid(&mut cpu, &mut seq, 0);
-    for (msr, value) in [
-        (0x3a, 0x5),
-        (0x480, sim::BASIC),
-        (0x486, 0x8000_0021),
-        (0x487, 0xffff_ffff),
-        (0x488, 0x2000),
-        (0x489, 0x0037_27ff),
-    ] {
-        expect_read(&mut cpu, &mut seq, msr, value);
-    }
+    expect_skylake_msrs(&mut cpu, &mut seq);
     cpu.expect_read_cr0().return_const(0x8000_0031u64);
     cpu.expect_read_cr4().return_const(GRUB_CR4);
     cpu.expect_write_cr4().times(1).return_const(());
@@ -407,17 +407,7 @@ fn rollback_after_a_failed_vmxon_restores_only_the_bits_entering_changed() {
     // VMXE and keep PGE as the system left it, not write the whole old CR4.
     let mut cpu = MockCpu::new();
     let mut seq = Sequence::new();
-    expect_cpuid(&mut cpu, &mut seq, 0);
-    for (msr, value) in [
-        (0x3a, 0x5),
-        (0x480, sim::BASIC),
-        (0x486, 0x8000_0021),
-        (0x487, 0xffff_ffff),
-        (0x488, 0x2000),
-        (0x489, 0x0037_27ff),
-    ] {
-        expect_read(&mut cpu, &mut seq, msr, value);
-    }
+    expect_skylake_msrs(&mut cpu, &mut seq);
     cpu.expect_read_cr0()
         .times(1)
         .in_sequence(&mut seq)

@@ -192,7 +192,8 @@ impl core::fmt::Display for ClientError {
                     }
                     ERROR_BUSY => write!(
                         f,
-                        "{name}: the driver is busy with another request; try again"
+                        "{name}: the driver is busy with another request, or the system is going \
+                         to sleep or resuming; try again"
                     ),
                     ERROR_REVISION_MISMATCH | ERROR_INVALID_FUNCTION | ERROR_BAD_LENGTH => write!(
                         f,
