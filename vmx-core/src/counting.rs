@@ -329,4 +329,35 @@ mod tests {
         assert!(std::format!("{vmcs_ops}").ends_with(", 0 VMXOFF, 2 VMCLEAR, 1 VMPTRLD)"));
         assert_eq!(vmcs_ops.total(), vmcs_ops.cpuid + vmcs_ops.rdmsr + 3);
     }
+
+    #[test]
+    fn vmcs_accesses_and_entries_are_counted_and_named_only_when_they_ran() {
+        use crate::cpu::GuestRegisters;
+        let mut cpu = Counting::new(SimCpu::skylake());
+        let mut processor = Processor::new();
+        processor.enter(&mut cpu, SimPage::new(0x1000)).unwrap();
+        let before = cpu.counts();
+        assert!(!std::format!("{before}").contains("VMWRITE"));
+        cpu.read_cr3();
+        cpu.vmwrite(0x6c16, 1).unwrap();
+        cpu.vmread(0x4402).unwrap();
+        cpu.vmlaunch(&mut GuestRegisters::default()).unwrap();
+        cpu.vmresume(&mut GuestRegisters::default()).unwrap();
+        let counts = cpu.counts() - before;
+        assert_eq!(
+            (
+                counts.state_reads,
+                counts.vmwrite,
+                counts.vmread,
+                counts.vmlaunch,
+                counts.vmresume
+            ),
+            (1, 1, 1, 1, 1)
+        );
+        assert_eq!(counts.total(), 5);
+        assert!(
+            std::format!("{counts}")
+                .ends_with(", 1 state reads, 1 VMWRITE, 1 VMREAD, 1 VMLAUNCH, 1 VMRESUME)")
+        );
+    }
 }

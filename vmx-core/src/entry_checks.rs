@@ -1082,6 +1082,23 @@ mod tests {
     }
 
     #[test]
+    fn the_book_lists_every_rule_and_the_ones_confirmed_against_bochs() {
+        let book = include_str!("../../docs/src/vmcs.md");
+        for &rule in Rule::ALL {
+            let row = book
+                .lines()
+                .find(|line| line.starts_with(&std::format!("| `{}` |", rule.name())))
+                .unwrap_or_else(|| panic!("docs/src/vmcs.md has no row for {}", rule.name()));
+            assert!(row.contains(rule.section()), "{row}");
+            assert_eq!(
+                row.ends_with("| yes, agrees |"),
+                BREAKABLE.contains(&rule),
+                "{row}"
+            );
+        }
+    }
+
+    #[test]
     fn canonical_and_pat_helpers_follow_the_sdm() {
         assert!(is_canonical(0x0000_7fff_ffff_ffff, 48));
         assert!(is_canonical(0xffff_8000_0000_0000, 48));
