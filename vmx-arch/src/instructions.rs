@@ -543,7 +543,12 @@ pub unsafe fn enter_guest(
     match result {
         0 => Ok(None),
         faulted if faulted & ENTER_FAULTED != 0 => Err(faulted as u8),
-        rflags => Ok(Some(rflags)),
+        rflags => {
+            // The flags before the instruction are CMP's (ZF and PF set for
+            // VMLAUNCH): reading them instead of VMLAUNCH's fails this check.
+            check_written(if resume { "VMRESUME" } else { "VMLAUNCH" }, rflags);
+            Ok(Some(rflags))
+        }
     }
 }
 

@@ -466,9 +466,10 @@ impl Violations {
 }
 
 /// Whether `address` is canonical for a `width`-bit linear address: bits
-/// 63 to `width - 1` all equal.
+/// 63 to `width - 1` all equal. A width outside 1 to 64 counts as 64.
 #[must_use]
 pub const fn is_canonical(address: u64, width: u8) -> bool {
+    let width = if width == 0 || width > 64 { 64 } else { width };
     let shift = 64 - width as u32;
     (((address << shift) as i64) >> shift) as u64 == address
 }
@@ -1103,6 +1104,10 @@ mod tests {
         assert!(is_canonical(0x0000_7fff_ffff_ffff, 48));
         assert!(is_canonical(0xffff_8000_0000_0000, 48));
         assert!(!is_canonical(0x0000_8000_0000_0000, 48));
+        assert!(is_canonical(0x00ff_8000_0000_0000, 57));
+        // A nonsense width never panics.
+        assert!(is_canonical(0x0000_8000_0000_0000, 0));
+        assert!(is_canonical(0x0000_8000_0000_0000, 200));
         assert!(is_valid_pat(0x0007_0406_0007_0406));
         assert!(!is_valid_pat(0x0007_0406_0007_0402));
     }

@@ -597,4 +597,162 @@ mod tests {
             .unwrap();
         assert_eq!(vmcs.read(&mut cpu, fields::GUEST_CS_SELECTOR), Ok(0x8));
     }
+
+    use crate::cpu::MockCpu;
+
+    /// A VMCS as [`Vmcs::load`] would return it, for a mock processor.
+    fn current() -> Vmcs<SimPage> {
+        Vmcs {
+            region: SimPage::new(0x2000),
+            launched: false,
+        }
+    }
+
+    #[test]
+    fn an_entry_failure_is_decoded_from_bit_31_and_leaves_the_vmcs_unlaunched() {
+        let mut cpu = MockCpu::new();
+        let mut seq = mockall::Sequence::new();
+        cpu.expect_vmlaunch()
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_| Ok(VmxOutcome::Succeed));
+        cpu.expect_vmread()
+            .withf(|&field| field == fields::VM_EXIT_REASON.encoding())
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_| Ok((VmxOutcome::Succeed, 0x8000_0022)));
+        cpu.expect_vmread()
+            .withf(|&field| field == fields::EXIT_QUALIFICATION.encoding())
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_| Ok((VmxOutcome::Succeed, 3)));
+        let mut vmcs = current();
+        assert_eq!(
+            vmcs.enter(&mut cpu, &mut GuestRegisters::default()),
+            Ok(EntryOutcome::EntryFailure {
+                reason: BasicExitReason::MsrLoading,
+                qualification: 3
+            })
+        );
+        assert!(!vmcs.is_launched(), "the next entry is VMLAUNCH again");
+    }
+
+    #[test]
+    fn vmfail_fault_and_a_failing_vmread_are_reported_not_hidden() {
+        let mut cpu = MockCpu::new();
+        cpu.expect_vmlaunch().times(1).returning(|_| {
+            Ok(VmxOutcome::FailValid(
+                VmInstructionError::EntryInvalidControlFields,
+            ))
+        });
+        let mut vmcs = current();
+        let mut registers = GuestRegisters::default();
+        assert_eq!(
+            vmcs.enter(&mut cpu, &mut registers),
+            Ok(EntryOutcome::FailValid(
+                VmInstructionError::EntryInvalidControlFields
+            ))
+        );
+        cpu.checkpoint();
+        cpu.expect_vmlaunch()
+            .times(1)
+            .returning(|_| Err(Fault::GeneralProtection));
+        assert_eq!(
+            vmcs.enter(&mut cpu, &mut registers),
+            Err(Error::EntryFaulted {
+                resume: false,
+                fault: Fault::GeneralProtection
+            })
+        );
+        cpu.checkpoint();
+        cpu.expect_vmlaunch()
+            .times(1)
+            .returning(|_| Ok(VmxOutcome::Succeed));
+        cpu.expect_vmread()
+            .times(1)
+            .returning(|_| Ok((VmxOutcome::FailInvalid, 0)));
+        assert_eq!(
+            vmcs.enter(&mut cpu, &mut registers),
+            Err(Error::VmcsFieldFailed {
+                field: fields::VM_EXIT_REASON,
+                write: false,
+                outcome: VmxOutcome::FailInvalid
+            })
+        );
+        assert!(!vmcs.is_launched());
+    }
+
+    #[test]
+    fn a_vm_exit_makes_the_next_entry_vmresume() {
+        let mut cpu = MockCpu::new();
+        let mut seq = mockall::Sequence::new();
+        cpu.expect_vmlaunch()
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|registers| {
+                registers.rax = 7;
+                Ok(VmxOutcome::Succeed)
+            });
+        cpu.expect_vmread()
+            .times(4)
+            .in_sequence(&mut seq)
+            .returning(|field| {
+                let value = match Field::from_encoding(field) {
+                    fields::VM_EXIT_REASON => 18,
+                    fields::VM_EXIT_INSTRUCTION_LEN => 3,
+                    fields::GUEST_RIP => 0x1000,
+                    _ => 0,
+                };
+                Ok((VmxOutcome::Succeed, value))
+            });
+        cpu.expect_vmwrite()
+            .withf(|&field, &value| field == fields::GUEST_RIP.encoding() && value == 0x1003)
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_, _| Ok(VmxOutcome::Succeed));
+        cpu.expect_vmresume()
+            .times(1)
+            .in_sequence(&mut seq)
+            .returning(|_| {
+                Ok(VmxOutcome::FailValid(
+                    VmInstructionError::VmresumeNonLaunchedVmcs,
+                ))
+            });
+        let mut vmcs = current();
+        let mut registers = GuestRegisters::default();
+        let EntryOutcome::Exit(exit) = vmcs.enter(&mut cpu, &mut registers).unwrap() else {
+            panic!("no VM exit")
+        };
+        assert_eq!(exit.reason, BasicExitReason::Vmcall);
+        assert_eq!(registers.rax, 7, "the guest's registers come back");
+        assert!(vmcs.is_launched());
+        vmcs.skip_instruction(&mut cpu, &exit).unwrap();
+        assert_eq!(
+            vmcs.enter(&mut cpu, &mut registers),
+            Ok(EntryOutcome::FailValid(
+                VmInstructionError::VmresumeNonLaunchedVmcs
+            ))
+        );
+    }
+
+    #[test]
+    fn a_vmwrite_that_fails_is_reported_with_its_field() {
+        let (mut cpu, processor) = entered();
+        let vmcs = Vmcs::load(&mut cpu, &processor, SimPage::new(0x2000)).unwrap();
+        let (description, capabilities) = describe(&mut cpu);
+        // Someone else clears the VMCS: no VMCS is current any more.
+        assert_eq!(cpu.vmclear(0x2000), Ok(VmxOutcome::Succeed));
+        assert_eq!(
+            vmcs.configure(&mut cpu, &description, &capabilities),
+            Err(Error::VmcsFieldFailed {
+                field: fields::PIN_BASED_VM_EXEC_CONTROL,
+                write: true,
+                outcome: VmxOutcome::FailInvalid
+            })
+        );
+        assert_eq!(
+            cpu.count(Op::Vmwrite(fields::PIN_BASED_VM_EXEC_CONTROL.encoding())),
+            1
+        );
+    }
 }
