@@ -357,6 +357,8 @@ rules! {
         "The activity-state field must not indicate HLT when the DPL in the SS access-rights field is not 0.";
     GuestInterruptibilityReserved => Guest, GUEST_NONREG,
         "Interruptibility state: reserved bits 31:5 must be 0, and bits 0 (blocking by STI) and 1 (blocking by MOV SS) cannot both be 1.";
+    GuestSmiBlocking => Guest, GUEST_NONREG,
+        "Interruptibility state: bit 2 (blocking by SMI) must be 0 if the processor is not in SMM, and 1 if the \"entry to SMM\" VM-entry control is 1.";
     GuestPendingDebugReserved => Guest, GUEST_NONREG,
         "Pending debug exceptions: bits 11:4, bit 13, bit 15 and bits 63:17 are reserved and must be 0.";
     GuestVmcsLinkPointer => Guest, GUEST_NONREG,
@@ -806,6 +808,11 @@ pub fn check(vmcs: &VmcsDescription, capabilities: &EntryCapabilities) -> Violat
         Rule::GuestInterruptibilityReserved,
         g.interruptibility & !0x1f == 0 && g.interruptibility & 3 != 3,
     );
+    // vmx-core runs outside SMM.
+    rule(
+        Rule::GuestSmiBlocking,
+        g.interruptibility & (1 << 2) == 0 && c.entry & controls::entry::ENTRY_TO_SMM == 0,
+    );
     rule(
         Rule::GuestPendingDebugReserved,
         g.pending_debug_exceptions & 0xffff_ffff_fffe_aff0 == 0,
@@ -818,62 +825,155 @@ pub fn check(vmcs: &VmcsDescription, capabilities: &EntryCapabilities) -> Violat
     failed
 }
 
-/// The rules [`break_rule`] knows how to break, each by changing one field.
-pub const BREAKABLE: [Rule; 15] = [
+/// The rules [`break_rule`] knows how to break, each by changing one field
+/// of a VMCS that breaks none.
+pub const BREAKABLE: [Rule; 47] = [
     Rule::PinBasedReserved,
     Rule::PrimaryReserved,
     Rule::ExitReserved,
     Rule::EntryReserved,
     Rule::Cr3TargetCount,
+    Rule::VirtualNmisNeedNmiExiting,
+    Rule::NmiWindowNeedsVirtualNmis,
+    Rule::SavePreemptionTimerNeedsTimer,
+    Rule::EntryInterruptionInfoReserved,
+    Rule::EntryToSmmOutsideSmm,
     Rule::HostCr0Fixed,
     Rule::HostCr4Fixed,
-    Rule::HostCsTrNotNull,
+    Rule::HostCr3Width,
+    Rule::HostSysenterCanonical,
     Rule::HostSelectorRplTi,
+    Rule::HostCsTrNotNull,
+    Rule::HostBasesCanonical,
     Rule::GuestCr0Fixed,
-    Rule::GuestRflagsReserved,
-    Rule::GuestVmcsLinkPointer,
+    Rule::GuestCr4Fixed,
+    Rule::GuestIa32eModePaging,
+    Rule::GuestCr3Width,
+    Rule::GuestDr7,
+    Rule::GuestSysenterCanonical,
+    Rule::GuestTrTi,
+    Rule::GuestSsRplCsRpl,
+    Rule::GuestBaseCanonical,
+    Rule::GuestBaseHigh,
+    Rule::GuestCsType,
+    Rule::GuestSsType,
+    Rule::GuestDataType,
+    Rule::GuestCodeDataS,
+    Rule::GuestCsDpl,
+    Rule::GuestDataDpl,
+    Rule::GuestPresent,
+    Rule::GuestAccessRightsReserved,
+    Rule::GuestLimitGranularity,
     Rule::GuestCsLongAndD,
     Rule::GuestTrType,
+    Rule::GuestLdtrType,
+    Rule::GuestDescriptorTableBase,
+    Rule::GuestDescriptorTableLimit,
+    Rule::GuestRip,
+    Rule::GuestRflagsReserved,
+    Rule::GuestRflagsVm,
     Rule::GuestActivityState,
+    Rule::GuestSmiBlocking,
+    Rule::GuestVmcsLinkPointer,
 ];
 
+/// The first non-canonical address of a 48-bit linear-address space.
+const NON_CANONICAL: u64 = 0x0000_8000_0000_0000;
+
 /// `vmcs` changed in one field so that it breaks `rule` (and, when `vmcs`
-/// broke none, only `rule`): for tests of a processor's VM-entry checks.
-/// `None` for a rule not in [`BREAKABLE`].
+/// is vmx-core's minimal guest on a processor with a 48-bit linear and at
+/// most 52-bit physical address width, only `rule`): for tests of a
+/// processor's VM-entry checks. `None` for a rule not in [`BREAKABLE`].
 #[must_use]
 pub fn break_rule(rule: Rule, vmcs: &VmcsDescription) -> Option<VmcsDescription> {
     let mut broken = *vmcs;
-    let (v, c) = (&mut broken, &vmcs.controls);
+    let (v, c, g) = (&mut broken, &vmcs.controls, &vmcs.guest);
     match rule {
         // A default1 control (bits 1, 2, 4 are must-be-1 in the TRUE MSR
         // of every model so far) cleared.
         Rule::PinBasedReserved => v.controls.pin_based = c.pin_based & !(1 << 1),
         // Bit 0 of the primary controls is reserved (must be 0).
         Rule::PrimaryReserved => v.controls.primary = c.primary | 1,
-        // Bit 31 of the VM-exit controls activates the secondary VM-exit
-        // controls, which older models do not allow; bit 30 is reserved.
+        // Bit 30 of the VM-exit controls is reserved.
         Rule::ExitReserved => v.controls.exit = c.exit | 1 << 30,
         // Bit 31 of the VM-entry controls is reserved.
         Rule::EntryReserved => v.controls.entry = c.entry | 1 << 31,
         Rule::Cr3TargetCount => v.cr3_target_count = 5,
+        Rule::VirtualNmisNeedNmiExiting => {
+            v.controls.pin_based = c.pin_based | controls::pin::VIRTUAL_NMIS;
+        }
+        Rule::NmiWindowNeedsVirtualNmis => {
+            v.controls.primary = c.primary | controls::primary::NMI_WINDOW_EXITING;
+        }
+        Rule::SavePreemptionTimerNeedsTimer => {
+            v.controls.exit = c.exit | controls::exit::SAVE_PREEMPTION_TIMER;
+        }
+        // Valid (bit 31), with reserved bit 12 set: an external interrupt,
+        // vector 0x20.
+        Rule::EntryInterruptionInfoReserved => v.entry_interruption_info = 1 << 31 | 1 << 12 | 0x20,
+        // "Deactivate dual-monitor treatment" outside SMM. ("Entry to SMM"
+        // would also break a guest-state rule: blocking by SMI must be 1
+        // then.)
+        Rule::EntryToSmmOutsideSmm => {
+            v.controls.entry = c.entry | controls::entry::DEACTIVATE_DUAL_MONITOR;
+        }
         // CR0.NE, which IA32_VMX_CR0_FIXED0 requires.
         Rule::HostCr0Fixed => v.host.cr0 = vmcs.host.cr0 & !(1 << 5),
         // CR4.VMXE, which IA32_VMX_CR4_FIXED0 requires.
         Rule::HostCr4Fixed => v.host.cr4 = vmcs.host.cr4 & !(1 << 13),
-        Rule::HostCsTrNotNull => v.host.selectors.tr = 0,
+        // Bit 52 is beyond every physical-address width so far.
+        Rule::HostCr3Width => v.host.cr3 = vmcs.host.cr3 | 1 << 52,
+        Rule::HostSysenterCanonical => v.host.sysenter_eip = NON_CANONICAL,
         // DS with RPL 3.
         Rule::HostSelectorRplTi => v.host.selectors.ds = vmcs.host.selectors.ds | 3,
-        Rule::GuestCr0Fixed => v.guest.cr0 = vmcs.guest.cr0 & !(1 << 5),
-        // Bit 1 of RFLAGS, which is always 1, cleared.
-        Rule::GuestRflagsReserved => v.guest.rflags = vmcs.guest.rflags & !2,
-        Rule::GuestVmcsLinkPointer => v.guest.vmcs_link_pointer = 0x1,
-        // A 64-bit code segment with D/B set.
-        Rule::GuestCsLongAndD => v.guest.cs.access_rights = vmcs.guest.cs.access_rights | 1 << 14,
+        Rule::HostCsTrNotNull => v.host.selectors.tr = 0,
+        Rule::HostBasesCanonical => v.host.fs_base = NON_CANONICAL,
+        Rule::GuestCr0Fixed => v.guest.cr0 = g.cr0 & !(1 << 5),
+        Rule::GuestCr4Fixed => v.guest.cr4 = g.cr4 & !(1 << 13),
+        // CR4.PAE clear in an IA-32e mode guest.
+        Rule::GuestIa32eModePaging => v.guest.cr4 = g.cr4 & !(1 << 5),
+        Rule::GuestCr3Width => v.guest.cr3 = g.cr3 | 1 << 52,
+        Rule::GuestDr7 => v.guest.dr7 = g.dr7 | 1 << 32,
+        Rule::GuestSysenterCanonical => v.guest.sysenter_esp = NON_CANONICAL,
+        Rule::GuestTrTi => v.guest.tr.selector = g.tr.selector | 4,
+        // CS with RPL 3, SS with RPL 0.
+        Rule::GuestSsRplCsRpl => v.guest.cs.selector = g.cs.selector | 3,
+        // FS's base, which must be canonical even while FS is unusable.
+        Rule::GuestBaseCanonical => v.guest.fs.base = NON_CANONICAL,
+        Rule::GuestBaseHigh => v.guest.cs.base = g.cs.base | 1 << 32,
+        // Execute/read code, not accessed.
+        Rule::GuestCsType => v.guest.cs.access_rights = g.cs.access_rights & !1,
+        // Read-only data.
+        Rule::GuestSsType => v.guest.ss.access_rights = (g.ss.access_rights & !0xf) | 1,
+        // Read/write data, not accessed.
+        Rule::GuestDataType => v.guest.ds.access_rights = g.ds.access_rights & !1,
+        // DS a system segment (S clear).
+        Rule::GuestCodeDataS => v.guest.ds.access_rights = g.ds.access_rights & !(1 << 4),
+        // CS with DPL 3, SS with DPL 0.
+        Rule::GuestCsDpl => v.guest.cs.access_rights = g.cs.access_rights | 3 << 5,
+        // DS with RPL 3 and DPL 0.
+        Rule::GuestDataDpl => v.guest.ds.selector = g.ds.selector | 3,
+        Rule::GuestPresent => v.guest.ds.access_rights = g.ds.access_rights & !(1 << 7),
+        Rule::GuestAccessRightsReserved => v.guest.ds.access_rights = g.ds.access_rights | 1 << 8,
+        // Limit bits 31:20 set (G must be 1) and 11:0 clear (G must be 0).
+        Rule::GuestLimitGranularity => v.guest.ds.limit = 0xffff_f000,
+        Rule::GuestCsLongAndD => v.guest.cs.access_rights = g.cs.access_rights | 1 << 14,
         // An available (not busy) 64-bit TSS.
-        Rule::GuestTrType => {
-            v.guest.tr.access_rights = (vmcs.guest.tr.access_rights & !0xf) | 9;
-        }
+        Rule::GuestTrType => v.guest.tr.access_rights = (g.tr.access_rights & !0xf) | 9,
+        // A usable LDTR of type 3 (not an LDT).
+        Rule::GuestLdtrType => v.guest.ldtr.access_rights = 0x83,
+        Rule::GuestDescriptorTableBase => v.guest.gdtr.0 = NON_CANONICAL,
+        Rule::GuestDescriptorTableLimit => v.guest.gdtr.1 = 0x1_0000,
+        Rule::GuestRip => v.guest.rip = NON_CANONICAL,
+        // Bit 1 of RFLAGS, which is always 1, cleared.
+        Rule::GuestRflagsReserved => v.guest.rflags = g.rflags & !2,
+        // RFLAGS.VM in an IA-32e mode guest.
+        Rule::GuestRflagsVm => v.guest.rflags = g.rflags | 1 << 17,
         Rule::GuestActivityState => v.guest.activity_state = 5,
+        // Blocking by SMI outside SMM.
+        Rule::GuestSmiBlocking => v.guest.interruptibility = g.interruptibility | 1 << 2,
+        // Not all ones, and not 4 KiB aligned.
+        Rule::GuestVmcsLinkPointer => v.guest.vmcs_link_pointer = 0x1,
         _ => return None,
     }
     Some(broken)
@@ -949,7 +1049,7 @@ mod tests {
         VmcsDescription {
             controls: Controls::compute(&caps.controls, VmcsDescription::minimal_requests())
                 .unwrap(),
-            exception_bitmap: 0,
+            exception_bitmap: VmcsDescription::ALL_EXCEPTIONS,
             cr3_target_count: 0,
             entry_interruption_info: 0,
             guest: GuestState::minimal_64bit(&host, 0x10_4000, 0x10_8000),
@@ -1020,7 +1120,7 @@ mod tests {
             );
             assert!(vmcs.differing_field(&broken).is_some(), "{rule:?}");
         }
-        assert_eq!(break_rule(Rule::GuestDr7, &vmcs), None);
+        assert_eq!(break_rule(Rule::HostSsNotNull, &vmcs), None);
     }
 
     #[test]
@@ -1083,7 +1183,7 @@ mod tests {
     }
 
     #[test]
-    fn the_book_lists_every_rule_and_the_ones_confirmed_against_bochs() {
+    fn the_book_lists_every_rule_and_the_ones_tried_on_bochs() {
         let book = include_str!("../../docs/src/vmcs.md");
         for &rule in Rule::ALL {
             let row = book
@@ -1091,11 +1191,15 @@ mod tests {
                 .find(|line| line.starts_with(&std::format!("| `{}` |", rule.name())))
                 .unwrap_or_else(|| panic!("docs/src/vmcs.md has no row for {}", rule.name()));
             assert!(row.contains(rule.section()), "{row}");
-            assert_eq!(
-                row.ends_with("| yes, agrees |"),
-                BREAKABLE.contains(&rule),
-                "{row}"
-            );
+            // The last cell, the Bochs column, is filled exactly for the
+            // rules the e2e suite breaks there.
+            let bochs = row
+                .trim_end_matches('|')
+                .rsplit('|')
+                .next()
+                .unwrap_or("")
+                .trim();
+            assert_eq!(!bochs.is_empty(), BREAKABLE.contains(&rule), "{row}");
         }
     }
 

@@ -336,6 +336,11 @@ pub struct VmcsDescription {
 }
 
 impl VmcsDescription {
+    /// Every exception a VM exit: a guest that shares the host's IDT (as
+    /// [`GuestState::minimal_64bit`] does) must never deliver one through
+    /// it, which would run the host's handlers in the guest.
+    pub const ALL_EXCEPTIONS: u32 = u32::MAX;
+
     /// The controls a guest that only runs CPUID, VMCALL and HLT needs on
     /// this host: HLT exiting (CPUID and VMCALL exit unconditionally), a
     /// 64-bit host (host address-space size), an IA-32e mode guest, and
