@@ -32,8 +32,10 @@
 //!   real-address and virtual-8086 mode segment rules, unrestricted guests,
 //!   and the shadow-VMCS checks of a VMCS link pointer other than all ones
 //!   (its revision identifier in memory);
-//! - the blocking-by-STI/MOV-SS rules tied to event injection and activity
-//!   states other than active and HLT.
+//! - the interruptibility and activity rules tied to event injection, the
+//!   pending debug exceptions' BS bit against RFLAGS.TF and
+//!   IA32_DEBUGCTL.BTF, and activity states other than active and HLT
+//!   beyond their support in IA32_VMX_MISC.
 
 use crate::controls::{self, AllowedSettings, Control, ControlCapabilities};
 use crate::cpu::Cpu;
@@ -355,8 +357,12 @@ rules! {
         "The activity-state field must be 0 (active) or a state IA32_VMX_MISC bits 8:6 report as supported (1 HLT, 2 shutdown, 3 wait-for-SIPI).";
     GuestHltNeedsSsDpl0 => Guest, GUEST_NONREG,
         "The activity-state field must not indicate HLT when the DPL in the SS access-rights field is not 0.";
+    GuestActivityNeedsNoBlocking => Guest, GUEST_NONREG,
+        "The activity-state field must indicate the active state if the interruptibility-state field indicates blocking by STI or by MOV SS (bit 0 or bit 1).";
     GuestInterruptibilityReserved => Guest, GUEST_NONREG,
         "Interruptibility state: reserved bits 31:5 must be 0, and bits 0 (blocking by STI) and 1 (blocking by MOV SS) cannot both be 1.";
+    GuestStiBlockingNeedsIf => Guest, GUEST_NONREG,
+        "Interruptibility state: bit 0 (blocking by STI) must be 0 if the IF flag (bit 9) is 0 in the RFLAGS field.";
     GuestSmiBlocking => Guest, GUEST_NONREG,
         "Interruptibility state: bit 2 (blocking by SMI) must be 0 if the processor is not in SMM, and 1 if the \"entry to SMM\" VM-entry control is 1.";
     GuestPendingDebugReserved => Guest, GUEST_NONREG,
@@ -805,8 +811,16 @@ pub fn check(vmcs: &VmcsDescription, capabilities: &EntryCapabilities) -> Violat
         g.activity_state != 1 || g.ss.dpl() == 0,
     );
     rule(
+        Rule::GuestActivityNeedsNoBlocking,
+        g.activity_state == 0 || g.interruptibility & 3 == 0,
+    );
+    rule(
         Rule::GuestInterruptibilityReserved,
         g.interruptibility & !0x1f == 0 && g.interruptibility & 3 != 3,
+    );
+    rule(
+        Rule::GuestStiBlockingNeedsIf,
+        g.interruptibility & 1 == 0 || g.rflags & (1 << 9) != 0,
     );
     // vmx-core runs outside SMM.
     rule(
@@ -827,7 +841,7 @@ pub fn check(vmcs: &VmcsDescription, capabilities: &EntryCapabilities) -> Violat
 
 /// The rules [`break_rule`] knows how to break, each by changing one field
 /// of a VMCS that breaks none.
-pub const BREAKABLE: [Rule; 47] = [
+pub const BREAKABLE: [Rule; 48] = [
     Rule::PinBasedReserved,
     Rule::PrimaryReserved,
     Rule::ExitReserved,
@@ -873,6 +887,7 @@ pub const BREAKABLE: [Rule; 47] = [
     Rule::GuestRflagsReserved,
     Rule::GuestRflagsVm,
     Rule::GuestActivityState,
+    Rule::GuestStiBlockingNeedsIf,
     Rule::GuestSmiBlocking,
     Rule::GuestVmcsLinkPointer,
 ];
@@ -970,6 +985,8 @@ pub fn break_rule(rule: Rule, vmcs: &VmcsDescription) -> Option<VmcsDescription>
         // RFLAGS.VM in an IA-32e mode guest.
         Rule::GuestRflagsVm => v.guest.rflags = g.rflags | 1 << 17,
         Rule::GuestActivityState => v.guest.activity_state = 5,
+        // Blocking by STI with RFLAGS.IF clear (the minimal guest's).
+        Rule::GuestStiBlockingNeedsIf => v.guest.interruptibility = g.interruptibility | 1,
         // Blocking by SMI outside SMM.
         Rule::GuestSmiBlocking => v.guest.interruptibility = g.interruptibility | 1 << 2,
         // Not all ones, and not 4 KiB aligned.
