@@ -551,3 +551,93 @@ impl VmcsDescription {
             .chain(guest_msrs.into_iter().flatten())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fields::FieldType;
+    use crate::sim::{self, SimCpu};
+
+    #[test]
+    fn the_host_state_is_captured_from_the_processor() {
+        let mut cpu = SimCpu::skylake();
+        let host = HostState::capture(&mut cpu).unwrap();
+        assert_eq!(host.selectors, sim::SELECTORS);
+        assert_eq!((host.gdtr, host.idtr), (sim::TABLES.gdtr, sim::TABLES.idtr));
+        assert_eq!((host.cr3, host.tr_base), (sim::CR3, sim::TR_BASE));
+        assert_eq!((host.cr0, host.cr4), (sim::GRUB_CR0, sim::GRUB_CR4));
+        assert_eq!((host.efer, host.pat), (sim::EFER, 0x0007_0406_0007_0406));
+    }
+
+    #[test]
+    fn a_faulting_msr_read_stops_the_capture_and_names_the_msr() {
+        let mut cpu = SimCpu::skylake();
+        cpu.faulting_msrs.push(IA32_PAT);
+        assert_eq!(
+            HostState::capture(&mut cpu),
+            Err(Error::Faulted {
+                instruction: Instruction::Rdmsr(IA32_PAT),
+                fault: crate::cpu::Fault::GeneralProtection
+            })
+        );
+    }
+
+    #[test]
+    fn the_minimal_guest_runs_in_the_hosts_address_space_on_its_own_stack() {
+        let mut cpu = SimCpu::skylake();
+        let host = HostState::capture(&mut cpu).unwrap();
+        let guest = GuestState::minimal_64bit(&host, 0x20_0000, 0x30_0000);
+        assert_eq!(
+            (guest.cr0, guest.cr3, guest.cr4),
+            (host.cr0, host.cr3, host.cr4)
+        );
+        assert_eq!((guest.rip, guest.rsp), (0x20_0000, 0x30_0000));
+        assert_eq!(guest.cs.selector, host.selectors.cs);
+        assert!(guest.cs.long() && !guest.cs.default_big());
+        assert!(!guest.fs.usable() && !guest.gs.usable() && !guest.ldtr.usable());
+        assert_eq!(
+            (guest.tr.selector, guest.tr.base),
+            (host.selectors.tr, host.tr_base)
+        );
+        assert_eq!(guest.vmcs_link_pointer, u64::MAX);
+    }
+
+    #[test]
+    fn every_field_written_is_well_formed_writable_and_written_once() {
+        let mut cpu = SimCpu::skylake();
+        let host = HostState::capture(&mut cpu).unwrap();
+        let vmcs = VmcsDescription {
+            guest: GuestState::minimal_64bit(&host, 0x20_0000, 0x30_0000),
+            host,
+            ..VmcsDescription::default()
+        };
+        let fields: std::vec::Vec<Field> = vmcs.fields().map(|(field, _)| field).collect();
+        for field in &fields {
+            assert!(field.is_well_formed(), "{field}");
+            assert_ne!(field.field_type(), FieldType::ReadOnlyData, "{field}");
+            assert!(!field.is_high(), "{field}");
+        }
+        let mut unique = fields.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), fields.len());
+        // Secondary controls, the EFER and PAT fields only when a control
+        // asks for them.
+        assert!(!fields.contains(&fields::SECONDARY_VM_EXEC_CONTROL));
+        assert!(!fields.contains(&fields::HOST_IA32_EFER));
+        let mut with_msrs = vmcs;
+        with_msrs.controls.exit |= controls::exit::LOAD_EFER | controls::exit::LOAD_PAT;
+        with_msrs.controls.primary |= controls::primary::ACTIVATE_SECONDARY_CONTROLS;
+        let fields: std::vec::Vec<Field> = with_msrs.fields().map(|(field, _)| field).collect();
+        assert!(
+            fields.contains(&fields::HOST_IA32_EFER) && fields.contains(&fields::HOST_IA32_PAT)
+        );
+        assert!(fields.contains(&fields::SECONDARY_VM_EXEC_CONTROL));
+        assert_eq!(
+            vmcs.differing_field(&with_msrs),
+            None,
+            "several fields differ"
+        );
+        assert_eq!(vmcs.differing_field(&vmcs), None, "none differs");
+    }
+}
