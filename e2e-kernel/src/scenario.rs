@@ -1004,7 +1004,9 @@ impl Test<'_> {
     /// exactly `rules`. vmx-core's checker must name those rules;
     /// `description` goes through `Vmcs::configure` with that one VMWRITE
     /// overridden; VMLAUNCH must fail as the SDM says for the first of
-    /// them in the processor's order, or as [`bochs_deviation`] records.
+    /// them in the processor's order, or as [`bochs_deviation`] records;
+    /// and the VMCS read back from the processor (VMREAD of every field)
+    /// must break the same rules.
     fn differential(
         &mut self,
         target: usize,
@@ -1048,15 +1050,34 @@ impl Test<'_> {
         let ran = self.platform.run_on(target, &mut |cpu| {
             outcome = Some(
                 vmcs.configure(cpu, description, capabilities)
-                    .and_then(|()| vmcs.enter(cpu, &mut GuestRegisters::default())),
+                    .and_then(|()| vmcs.enter(cpu, &mut GuestRegisters::default()))
+                    .and_then(|outcome| {
+                        // What the processor holds, read back.
+                        let held = vmcs.read_description(cpu, description)?;
+                        Ok((outcome, held))
+                    }),
             );
         });
         self.platform.uninject();
-        let outcome = match (ran, outcome) {
+        let (outcome, held) = match (ran, outcome) {
             (Ok(()), Some(Ok(outcome))) => outcome,
             (_, Some(Err(error))) => fail!("{case}: {error}"),
             _ => fail!("processor {target} is unavailable"),
         };
+        // Unless the guest ran (and its exit rewrote the guest-state area),
+        // the processor's copy breaks exactly the same rules.
+        if !matches!(outcome, EntryOutcome::Exit(_)) {
+            let held_rules = entry_checks::check(&held, capabilities);
+            if held_rules != named {
+                fail!(
+                    "{case}: the VMCS read back from the processor breaks {} rules, first {:?}; the one vmx-core broke, {} ({:?})",
+                    held_rules.len(),
+                    held_rules.first(),
+                    named.len(),
+                    named.first()
+                );
+            }
+        }
         let first = named.iter().next().map_or("", Rule::name);
         match bochs_deviation(case) {
             None if outcome == sdm => println!(

@@ -8,6 +8,7 @@ use crate::controls::{self, Controls};
 use crate::cpu::{Cpu, DescriptorTable, SegmentSelectors};
 use crate::error::{Error, Instruction, Result};
 use crate::fields::{self, Field};
+use crate::vmcs::read_field;
 
 /// IA32_SYSENTER_CS.
 pub const IA32_SYSENTER_CS: u32 = 0x174;
@@ -374,6 +375,147 @@ impl VmcsDescription {
             .map(|(_, (field, value))| (field, value));
         let first = differing.next()?;
         differing.next().is_none().then_some(first)
+    }
+
+    /// Sets the member that `field` holds to `value` (truncated to the
+    /// member's width, as VMWRITE truncates to the field's); `false` for a
+    /// field the description does not hold.
+    pub fn set(&mut self, field: Field, value: u64) -> bool {
+        let low = value as u32;
+        let selector = value as u16;
+        let c = &mut self.controls;
+        let h = &mut self.host;
+        let g = &mut self.guest;
+        match field {
+            fields::PIN_BASED_VM_EXEC_CONTROL => c.pin_based = low,
+            fields::CPU_BASED_VM_EXEC_CONTROL => c.primary = low,
+            fields::SECONDARY_VM_EXEC_CONTROL => c.secondary = low,
+            fields::VM_EXIT_CONTROLS => c.exit = low,
+            fields::VM_ENTRY_CONTROLS => c.entry = low,
+            fields::EXCEPTION_BITMAP => self.exception_bitmap = low,
+            fields::CR3_TARGET_COUNT => self.cr3_target_count = low,
+            fields::VM_ENTRY_INTR_INFO_FIELD => self.entry_interruption_info = low,
+            // Written as 0, and not part of the description.
+            fields::VM_EXIT_MSR_STORE_COUNT
+            | fields::VM_EXIT_MSR_LOAD_COUNT
+            | fields::VM_ENTRY_MSR_LOAD_COUNT => {}
+            fields::HOST_CR0 => h.cr0 = value,
+            fields::HOST_CR3 => h.cr3 = value,
+            fields::HOST_CR4 => h.cr4 = value,
+            fields::HOST_ES_SELECTOR => h.selectors.es = selector,
+            fields::HOST_CS_SELECTOR => h.selectors.cs = selector,
+            fields::HOST_SS_SELECTOR => h.selectors.ss = selector,
+            fields::HOST_DS_SELECTOR => h.selectors.ds = selector,
+            fields::HOST_FS_SELECTOR => h.selectors.fs = selector,
+            fields::HOST_GS_SELECTOR => h.selectors.gs = selector,
+            fields::HOST_TR_SELECTOR => h.selectors.tr = selector,
+            fields::HOST_FS_BASE => h.fs_base = value,
+            fields::HOST_GS_BASE => h.gs_base = value,
+            fields::HOST_TR_BASE => h.tr_base = value,
+            fields::HOST_GDTR_BASE => h.gdtr.base = value,
+            fields::HOST_IDTR_BASE => h.idtr.base = value,
+            fields::HOST_IA32_SYSENTER_CS => h.sysenter_cs = u64::from(low),
+            fields::HOST_IA32_SYSENTER_ESP => h.sysenter_esp = value,
+            fields::HOST_IA32_SYSENTER_EIP => h.sysenter_eip = value,
+            fields::HOST_IA32_EFER => h.efer = value,
+            fields::HOST_IA32_PAT => h.pat = value,
+            fields::GUEST_CR0 => g.cr0 = value,
+            fields::GUEST_CR3 => g.cr3 = value,
+            fields::GUEST_CR4 => g.cr4 = value,
+            fields::GUEST_DR7 => g.dr7 = value,
+            fields::GUEST_RSP => g.rsp = value,
+            fields::GUEST_RIP => g.rip = value,
+            fields::GUEST_RFLAGS => g.rflags = value,
+            fields::GUEST_GDTR_BASE => g.gdtr.0 = value,
+            fields::GUEST_GDTR_LIMIT => g.gdtr.1 = low,
+            fields::GUEST_IDTR_BASE => g.idtr.0 = value,
+            fields::GUEST_IDTR_LIMIT => g.idtr.1 = low,
+            fields::GUEST_IA32_DEBUGCTL => g.debugctl = value,
+            fields::GUEST_SYSENTER_CS => g.sysenter_cs = u64::from(low),
+            fields::GUEST_SYSENTER_ESP => g.sysenter_esp = value,
+            fields::GUEST_SYSENTER_EIP => g.sysenter_eip = value,
+            fields::GUEST_ACTIVITY_STATE => g.activity_state = low,
+            fields::GUEST_INTERRUPTIBILITY_INFO => g.interruptibility = low,
+            fields::GUEST_PENDING_DBG_EXCEPTIONS => g.pending_debug_exceptions = value,
+            fields::VMCS_LINK_POINTER => g.vmcs_link_pointer = value,
+            fields::GUEST_IA32_EFER => g.efer = value,
+            fields::GUEST_IA32_PAT => g.pat = value,
+            other => return self.set_segment_field(other, value),
+        }
+        true
+    }
+
+    fn set_segment_field(&mut self, field: Field, value: u64) -> bool {
+        let g = &mut self.guest;
+        let (segment, part) = match field {
+            fields::GUEST_ES_SELECTOR => (&mut g.es, 0),
+            fields::GUEST_CS_SELECTOR => (&mut g.cs, 0),
+            fields::GUEST_SS_SELECTOR => (&mut g.ss, 0),
+            fields::GUEST_DS_SELECTOR => (&mut g.ds, 0),
+            fields::GUEST_FS_SELECTOR => (&mut g.fs, 0),
+            fields::GUEST_GS_SELECTOR => (&mut g.gs, 0),
+            fields::GUEST_LDTR_SELECTOR => (&mut g.ldtr, 0),
+            fields::GUEST_TR_SELECTOR => (&mut g.tr, 0),
+            fields::GUEST_ES_BASE => (&mut g.es, 1),
+            fields::GUEST_CS_BASE => (&mut g.cs, 1),
+            fields::GUEST_SS_BASE => (&mut g.ss, 1),
+            fields::GUEST_DS_BASE => (&mut g.ds, 1),
+            fields::GUEST_FS_BASE => (&mut g.fs, 1),
+            fields::GUEST_GS_BASE => (&mut g.gs, 1),
+            fields::GUEST_LDTR_BASE => (&mut g.ldtr, 1),
+            fields::GUEST_TR_BASE => (&mut g.tr, 1),
+            fields::GUEST_ES_LIMIT => (&mut g.es, 2),
+            fields::GUEST_CS_LIMIT => (&mut g.cs, 2),
+            fields::GUEST_SS_LIMIT => (&mut g.ss, 2),
+            fields::GUEST_DS_LIMIT => (&mut g.ds, 2),
+            fields::GUEST_FS_LIMIT => (&mut g.fs, 2),
+            fields::GUEST_GS_LIMIT => (&mut g.gs, 2),
+            fields::GUEST_LDTR_LIMIT => (&mut g.ldtr, 2),
+            fields::GUEST_TR_LIMIT => (&mut g.tr, 2),
+            fields::GUEST_ES_AR_BYTES => (&mut g.es, 3),
+            fields::GUEST_CS_AR_BYTES => (&mut g.cs, 3),
+            fields::GUEST_SS_AR_BYTES => (&mut g.ss, 3),
+            fields::GUEST_DS_AR_BYTES => (&mut g.ds, 3),
+            fields::GUEST_FS_AR_BYTES => (&mut g.fs, 3),
+            fields::GUEST_GS_AR_BYTES => (&mut g.gs, 3),
+            fields::GUEST_LDTR_AR_BYTES => (&mut g.ldtr, 3),
+            fields::GUEST_TR_AR_BYTES => (&mut g.tr, 3),
+            _ => return false,
+        };
+        match part {
+            0 => segment.selector = value as u16,
+            1 => segment.base = value,
+            2 => segment.limit = value as u32,
+            _ => segment.access_rights = value as u32,
+        }
+        true
+    }
+
+    /// `written` as the current VMCS holds it: the five control fields read
+    /// first with VMREAD, then every field [`VmcsDescription::fields`] lists
+    /// for those controls. What is not in the VMCS (the host's GDTR and
+    /// IDTR limits, its IA32_EFER and IA32_PAT when no control loads them,
+    /// which the checks need) stays as in `written`. What a processor
+    /// actually holds, for [`entry_checks::check`](crate::entry_checks::check)
+    /// after a VM-entry failure.
+    ///
+    /// # Errors
+    /// A VMREAD that fails or faults.
+    pub fn read<C: Cpu + ?Sized>(cpu: &mut C, written: &Self) -> Result<Self> {
+        let mut description = *written;
+        for field in [
+            fields::PIN_BASED_VM_EXEC_CONTROL,
+            fields::CPU_BASED_VM_EXEC_CONTROL,
+            fields::VM_EXIT_CONTROLS,
+            fields::VM_ENTRY_CONTROLS,
+        ] {
+            description.set(field, read_field(cpu, field)?);
+        }
+        let template = description;
+        for (field, _) in template.fields() {
+            description.set(field, read_field(cpu, field)?);
+        }
+        Ok(description)
     }
 
     /// Every field and its value, in the order vmx-core writes them:

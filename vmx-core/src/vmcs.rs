@@ -188,6 +188,21 @@ impl<P> Vmcs<P> {
         read_field(cpu, field)
     }
 
+    /// `written` as this VMCS holds it, read back with VMREAD
+    /// ([`VmcsDescription::read`]): after a VM-entry failure,
+    /// [`entry_checks::check`] of it names the rules the processor's copy
+    /// breaks, whatever was meant to be written.
+    ///
+    /// # Errors
+    /// A VMREAD that fails or faults.
+    pub fn read_description<C: Cpu + ?Sized>(
+        &self,
+        cpu: &mut C,
+        written: &VmcsDescription,
+    ) -> Result<VmcsDescription> {
+        VmcsDescription::read(cpu, written)
+    }
+
     /// Enters the guest: VMLAUNCH the first time, VMRESUME once a VM entry
     /// has succeeded, with the guest's general registers in `registers`
     /// (saved there again at the VM exit). Decodes what happened: the
@@ -249,7 +264,8 @@ impl<P> Vmcs<P> {
     }
 }
 
-fn read_field<C: Cpu + ?Sized>(cpu: &mut C, field: Field) -> Result<u64> {
+/// VMREAD of `field` as vmx-core's result.
+pub(crate) fn read_field<C: Cpu + ?Sized>(cpu: &mut C, field: Field) -> Result<u64> {
     match cpu.vmread(field.encoding()) {
         Ok((VmxOutcome::Succeed, value)) => Ok(value),
         Ok((outcome, _)) => Err(Error::VmcsFieldFailed {
@@ -754,5 +770,51 @@ mod tests {
             cpu.count(Op::Vmwrite(fields::PIN_BASED_VM_EXEC_CONTROL.encoding())),
             1
         );
+    }
+
+    #[test]
+    fn the_description_read_back_is_what_was_written_and_names_what_the_processor_holds() {
+        let (mut cpu, processor) = entered();
+        let vmcs = Vmcs::load(&mut cpu, &processor, SimPage::new(0x2000)).unwrap();
+        let (description, capabilities) = describe(&mut cpu);
+        vmcs.configure(&mut cpu, &description, &capabilities)
+            .unwrap();
+        assert_eq!(
+            vmcs.read_description(&mut cpu, &description),
+            Ok(description)
+        );
+        // Behind the checker, the processor's copy breaks a rule: reading
+        // it back names it.
+        let broken = entry_checks::break_rule(Rule::GuestTrType, &description).unwrap();
+        let (field, value) = description.differing_field(&broken).unwrap();
+        vmcs.write(&mut cpu, field, value).unwrap();
+        let held = vmcs.read_description(&mut cpu, &description).unwrap();
+        assert_eq!(held, broken);
+        assert_eq!(
+            entry_checks::check(&held, &capabilities).first(),
+            Some(Rule::GuestTrType)
+        );
+    }
+
+    #[test]
+    fn every_field_of_the_description_can_be_set_and_others_are_refused() {
+        let (mut cpu, _processor) = entered();
+        let (description, _) = describe(&mut cpu);
+        // Every member the fields hold, changed through `set`.
+        let mut rebuilt = description;
+        for (field, value) in description.fields() {
+            assert!(rebuilt.set(field, value ^ 1), "{field}");
+        }
+        for ((field, value), (_, changed)) in description.fields().zip(rebuilt.fields()) {
+            let expected = match field {
+                // Counts vmx-core always writes as 0, not members.
+                fields::VM_EXIT_MSR_STORE_COUNT
+                | fields::VM_EXIT_MSR_LOAD_COUNT
+                | fields::VM_ENTRY_MSR_LOAD_COUNT => value,
+                _ => value ^ 1,
+            };
+            assert_eq!(changed, expected, "{field}");
+        }
+        assert!(!rebuilt.set(fields::VM_EXIT_REASON, 1));
     }
 }
