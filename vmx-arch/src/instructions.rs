@@ -445,6 +445,8 @@ core::arch::global_asm!(
     "push r15",
     "push rdi",
     // HOST_RSP: this stack, with `registers` on top; HOST_RIP: the exit.
+    // A VMWRITE that fails here (no current VMCS) returns its RFLAGS as the
+    // entry's VMfail: the same outcome VMLAUNCH would have had.
     "mov rax, 0x6c14",
     "vmwrite rax, rsp",
     "jbe 4f",

@@ -411,4 +411,57 @@ mod tests {
             "{on}"
         );
     }
+
+    #[test]
+    fn vmcs_errors_name_the_control_rule_field_and_instruction() {
+        use crate::controls::Control;
+        use crate::entry_checks::Rule;
+        use crate::fields;
+        use crate::instruction::VmxOutcome;
+        let control = Error::ControlNotAllowed {
+            control: Control::PrimaryProcessorBased,
+            bit: 31,
+            setting: true,
+        };
+        assert_eq!(
+            std::format!("{control}"),
+            "the primary processor-based VM-execution controls need bit 31 to be 1, which the processor does not allow"
+        );
+        let broken = std::format!(
+            "{}",
+            Error::EntryRulesBroken {
+                rule: Rule::HostCsTrNotNull,
+                failing: 2
+            }
+        );
+        assert!(
+            broken.starts_with(
+                "the VMCS breaks 2 VM-entry rule(s), the first: SDM \"Checks on Host Segment"
+            ) && broken.contains("CS and TR cannot be 0000H"),
+            "{broken}"
+        );
+        let write = Error::VmcsFieldFailed {
+            field: fields::GUEST_RIP,
+            write: true,
+            outcome: VmxOutcome::FailInvalid,
+        };
+        assert_eq!(
+            std::format!("{write}"),
+            "VMWRITE of VMCS field 0x681e failed with VMfailInvalid"
+        );
+        let read = Error::VmcsFieldFaulted {
+            field: fields::VM_EXIT_REASON,
+            write: false,
+            fault: Fault::InvalidOpcode,
+        };
+        assert_eq!(
+            std::format!("{read}"),
+            "VMREAD of VMCS field 0x4402 raised #UD (vector 6)"
+        );
+        let entry = Error::EntryFaulted {
+            resume: true,
+            fault: Fault::GeneralProtection,
+        };
+        assert_eq!(std::format!("{entry}"), "VMRESUME raised #GP (vector 13)");
+    }
 }

@@ -318,6 +318,7 @@ mod tests {
             assert_eq!(Injection::from_name(injection.name()), Some(injection));
         }
         assert_eq!(Injection::from_name("redirect-vmclear"), None);
+        assert_eq!(Injection::from_name("override-field"), None);
         assert_eq!(Injection::from_name("bogus"), None);
     }
 
