@@ -2,10 +2,12 @@
 //! kernel's own address space (vmx-core's minimal guest state), one stack
 //! per processor.
 //!
-//! It executes CPUID (an unconditional VM exit) and VMCALL (another) R12
-//! times, then HLT, which the VMCS makes a VM exit too ("HLT exiting"):
-//! the signal that it is done. The host emulates CPUID with its own and
-//! moves RIP past each instruction.
+//! It executes CPUID leaf 0 (an unconditional VM exit) and VMCALL (another)
+//! R12 times, adding each EBX that CPUID returned to R13, then HLT, which
+//! the VMCS makes a VM exit too ("HLT exiting"): the signal that it is
+//! done. The host emulates CPUID with its own and moves RIP past each
+//! instruction; at the HLT, R13 proves that the host's answers reached the
+//! guest's registers and that the guest's registers survived every exit.
 
 use core::arch::global_asm;
 
@@ -31,6 +33,7 @@ e2e_guest_entry:
     xor eax, eax
     xor ecx, ecx
     cpuid
+    add r13, rbx
     vmcall
     dec r12
     jnz 2b

@@ -1275,6 +1275,9 @@ fn describe_minimal<C: Cpu>(
     Ok((description, capabilities))
 }
 
+/// R15 of the guest, which it never touches: it must survive every exit.
+const GUEST_R15: u64 = 0x0123_4567_89ab_cdef;
+
 /// The VM exits of one guest run, by reason.
 #[derive(Debug, Clone, Copy, Default)]
 struct ExitCounts {
@@ -1290,7 +1293,8 @@ impl ExitCounts {
 }
 
 /// Writes `description` (after vmx-core's checks) to the current `vmcs`
-/// and runs the guest (`iterations` CPUID and VMCALL) until its HLT: each CPUID exit is emulated with the
+/// and runs the guest (`iterations` CPUID and VMCALL) until its HLT, where
+/// its registers must show every CPUID answer received and R15 intact: each CPUID exit is emulated with the
 /// host's CPUID, each CPUID and VMCALL skipped, and the guest resumed.
 fn run_guest<C: Cpu>(
     cpu: &mut C,
@@ -1302,8 +1306,11 @@ fn run_guest<C: Cpu>(
     vmcs.configure(cpu, description, capabilities)?;
     let mut registers = GuestRegisters {
         r12: iterations,
+        r13: 0,
+        r15: GUEST_R15,
         ..GuestRegisters::default()
     };
+    let vendor_ebx = u64::from(cpu.cpuid(0, 0).ebx);
     let mut counts = ExitCounts::default();
     loop {
         let exit = match vmcs.enter(cpu, &mut registers)? {
@@ -1322,6 +1329,16 @@ fn run_guest<C: Cpu>(
             BasicExitReason::Vmcall => counts.vmcall += 1,
             BasicExitReason::Hlt => {
                 counts.hlt += 1;
+                let sum = vendor_ebx.wrapping_mul(iterations);
+                if (registers.r12, registers.r13, registers.r15) != (0, sum, GUEST_R15) {
+                    fail!(
+                        "at the guest's HLT: R12 {:#x}, R13 {:#x}, R15 {:#x}; expected 0, {sum:#x} \
+                         ({iterations} times CPUID.0:EBX {vendor_ebx:#x}) and {GUEST_R15:#x}",
+                        registers.r12,
+                        registers.r13,
+                        registers.r15
+                    );
+                }
                 return Ok(counts);
             }
             other => fail!(
