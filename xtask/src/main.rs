@@ -7,12 +7,15 @@
 //! - `cargo xtask setup`: only the installation step.
 //! - `cargo xtask e2e [--model NAME] [--cpus N] [--expect VERDICT] [--dump DIR]`:
 //!   the emulated end-to-end suite.
+//! - `cargo xtask wine`: nt-driver loaded by Wine, driven by vmx-check.exe
+//!   and a raw Win32 client.
 
 mod ci;
 mod e2e;
 mod setup;
 #[cfg(test)]
 mod tidy;
+mod wine;
 
 use anyhow::bail;
 
@@ -22,7 +25,8 @@ tasks:
   setup                           install what the checks need (apt packages, rustup targets, tools)
   e2e [--model NAME] [--cpus N] [--expect VERDICT] [--dump DIR]
                                   boot the test kernel in emulators (default: the whole matrix;
-                                  `cargo xtask e2e --help` explains the options)";
+                                  `cargo xtask e2e --help` explains the options)
+  wine                            load nt-driver in Wine and drive it end to end";
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -30,6 +34,7 @@ fn main() -> anyhow::Result<()> {
         Some((task, rest)) if task == "ci" => ci::run(rest),
         Some((task, rest)) if task == "setup" && rest.is_empty() => setup::run(),
         Some((task, rest)) if task == "e2e" => e2e::run(rest),
+        Some((task, rest)) if task == "wine" => wine::run(rest),
         _ => bail!("{USAGE}"),
     }
 }
