@@ -14,7 +14,7 @@
 //! Every Wine command has a timeout: a hang fails its case instead of
 //! blocking CI. No case may reach a privileged write (VMXON or WRMSR
 //! crash Wine's driver host): on a host whose CPUID reports VMX, `on` is a
-//! SKIP. docs/src/windows/built-and-run-where.md says what this proves.
+//! SKIP. docs/src/windows/not-compiled-here.md says what this proves.
 
 mod session;
 
@@ -76,7 +76,9 @@ enum Verdict {
     Skip(String),
 }
 
-fn cargo(dir: &Path) -> Command {
+/// `$CARGO` in `dir`, with the configuration files' rustflags in force
+/// and the default target folder (whose paths [`build`] knows).
+pub fn cargo(dir: &Path) -> Command {
     let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     command.current_dir(dir).env_remove("CARGO_TARGET_DIR");
     for name in FLAG_VARIABLES {
@@ -703,7 +705,9 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     let repo = crate::ci::workspace_root();
     let out = repo.join("target/wine");
+    let builds = Instant::now();
     let artifacts = build(&repo, &out)?;
+    let built_in = builds.elapsed();
 
     let cold = Instant::now();
     let session = Session::create(&out)?;
@@ -754,6 +758,7 @@ pub fn run(args: &[String]) -> Result<()> {
         }
     }
     suite.session.end();
+    println!("wine: builds in {:.1} s", built_in.as_secs_f64());
     if let Some(at) = unloaded_at {
         println!(
             "wine: cold start (new prefix) to the last unload in {:.1} s",
