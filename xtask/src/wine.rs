@@ -46,6 +46,11 @@ const SUBSTITUTED: &[&str] = &[
     "MmAllocateContiguousNodeMemory",
     "MmFreeContiguousMemory",
     "ExAllocatePool2",
+    "ExCreateCallback",
+    "ExRegisterCallback",
+    "ExUnregisterCallback",
+    "ExNotifyCallback",
+    "ObfDereferenceObject",
 ];
 
 /// A short request's time limit; longer ones say theirs.

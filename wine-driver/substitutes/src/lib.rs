@@ -14,11 +14,14 @@
 //! | `MmAllocateContiguousNodeMemory` | absent in Wine 8 and mingw-w64 | the same |
 //! | `MmFreeContiguousMemory` | aborts in Wine 8 | frees that block |
 //! | `ExAllocatePool2` | absent in Wine 8 and mingw-w64 | `ExAllocatePoolWithTag`, zeroed |
+//! | `ExCreateCallback`, `ExRegisterCallback`, `ExUnregisterCallback`, `ExNotifyCallback`, `ObfDereferenceObject` | stubs in Wine 8 (no object) | [`callback`]: `\Callback\PowerState` as a callback object in the image; other objects to Wine's `ObDereferenceObject` |
 //!
 //! Being defined in an rlib that comes before libntoskrnl.a on the link
 //! line, these take precedence over its import entries of the same names:
 //! the image imports none of them (`cargo xtask wine` checks).
 #![no_std]
+
+pub mod callback;
 
 use core::ffi::c_void;
 use core::ptr;
