@@ -190,8 +190,19 @@ impl Host {
                 .map(|(_, v)| v.trim().to_owned())
                 .unwrap_or_default()
         };
+        // Wine counts the online processors, as /proc/cpuinfo lists them
+        // (not the affinity or the cgroup quota the Rust standard library
+        // would take into account).
+        let listed = cpuinfo
+            .lines()
+            .filter(|l| l.starts_with("processor"))
+            .count();
         Self {
-            processors: std::thread::available_parallelism().map_or(1, usize::from),
+            processors: if listed > 0 {
+                listed
+            } else {
+                std::thread::available_parallelism().map_or(1, usize::from)
+            },
             intel: field("vendor_id") == "GenuineIntel",
             vmx: field("flags").split_whitespace().any(|f| f == "vmx"),
         }
