@@ -275,6 +275,29 @@ fn verdict_of(result: Result<String, String>) -> Verdict {
     }
 }
 
+/// The DLLs and the functions an image imports, from `objdump -p`'s
+/// import tables (`\tDLL Name: x.exe`, then `\t<hint-rva> <hint> <name>`
+/// per function, up to the export or function tables).
+fn import_table(objdump: &str) -> (Vec<&str>, Vec<&str>) {
+    let dlls = objdump
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("DLL Name: "))
+        .collect();
+    let imports = objdump
+        .lines()
+        .skip_while(|l| !l.contains("DLL Name:"))
+        .take_while(|l| !l.contains("Export") && !l.contains("The Function Table"))
+        .filter_map(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            (fields.len() == 3
+                && u64::from_str_radix(fields[0], 16).is_ok()
+                && fields[1].parse::<u32>().is_ok())
+            .then(|| fields[2])
+        })
+        .collect();
+    (dlls, imports)
+}
+
 /// The image: the PE of a native driver whose imports are all Wine's
 /// ntoskrnl.exe, none of them a substituted function.
 fn image(suite: &mut Suite) -> Result<Verdict> {
@@ -284,19 +307,7 @@ fn image(suite: &mut Suite) -> Result<Verdict> {
         .output()
         .context("x86_64-w64-mingw32-objdump (binutils-mingw-w64)")?;
     let text = String::from_utf8_lossy(&output.stdout);
-    let dlls: Vec<&str> = text
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("DLL Name: "))
-        .collect();
-    let imports: Vec<&str> = text
-        .lines()
-        .skip_while(|l| !l.contains("DLL Name:"))
-        .take_while(|l| !l.contains("Export") && !l.contains("The Function Table"))
-        .filter_map(|l| {
-            let fields: Vec<&str> = l.split_whitespace().collect();
-            (fields.len() == 3 && u64::from_str_radix(fields[0], 16).is_ok()).then(|| fields[2])
-        })
-        .collect();
+    let (dlls, imports) = import_table(&text);
     Ok(verdict_of((|| {
         check(text.contains("(NT native)"), || {
             "the image's subsystem is not NT native".into()
@@ -786,4 +797,55 @@ pub fn run(args: &[String]) -> Result<()> {
         bail!("{failed} Wine cases failed");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shape of `x86_64-w64-mingw32-objdump -p` (binutils 2.40) on the
+    /// test image, cut down.
+    const OBJDUMP: &str = "Subsystem\t\t00000001\t(NT native)
+The Import Tables (interpreted .idata section contents)
+ vma:            Hint    Time      Forward  DLL       First
+                 Table   Stamp     Chain    Name      Thunk
+ 000246e0\t00024708 00000000 00000000 00024840 000247a8
+
+\tDLL Name: ntoskrnl.exe
+\tvma:  Hint/Ord Member-Name Bound-To
+\t24848\t   67  DbgPrintEx
+\t24856\t  119  ExAllocatePoolWithTag
+\t249aa\t 2085  strlen
+
+There is an export table in .edata at 0x18002452a
+
+The Export Tables (interpreted .edata section contents)
+Export Flags \t\t\t0
+[Ordinal/Name Pointer] Table
+\t[   0] DriverEntry
+";
+
+    #[test]
+    fn the_import_table_lists_each_dll_and_function() {
+        let (dlls, imports) = import_table(OBJDUMP);
+        assert_eq!(dlls, ["ntoskrnl.exe"]);
+        assert_eq!(imports, ["DbgPrintEx", "ExAllocatePoolWithTag", "strlen"]);
+    }
+
+    #[test]
+    fn an_image_without_imports_has_an_empty_table() {
+        let (dlls, imports) = import_table("Subsystem\t\t00000001\t(NT native)\n");
+        assert!(dlls.is_empty() && imports.is_empty());
+    }
+
+    #[test]
+    fn the_refusal_follows_the_vendor() {
+        let host = |intel| Host {
+            processors: 2,
+            intel,
+            vmx: false,
+        };
+        assert_eq!(host(true).refusal(), "CPUID.1:ECX.VMX[bit 5] is clear");
+        assert_eq!(host(false).refusal(), "the processor is not Intel");
+    }
 }

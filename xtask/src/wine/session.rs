@@ -118,6 +118,16 @@ pub fn run_logged(
     Running::spawn(command, logs, name)?.finish(timeout)
 }
 
+/// A line of the log as the case report shows it: from `nt-driver: ` on
+/// for the driver's DbgPrintEx lines (Wine prefixes them with the thread,
+/// the channel and the component and level), else the whole line.
+pub fn driver_text(line: &str) -> String {
+    match line.find("nt-driver: ") {
+        Some(at) => line[at..].trim_end_matches("\\n").to_owned(),
+        None => line.to_owned(),
+    }
+}
+
 /// A prefix and its running wineserver.
 #[derive(Debug)]
 pub struct Session {
@@ -275,10 +285,7 @@ impl Session {
         String::from_utf8_lossy(&bytes[start..])
             .lines()
             .filter(|line| !line.trim().is_empty())
-            .map(|line| match line.find("nt-driver: ") {
-                Some(at) => line[at..].trim_end_matches("\\n").to_owned(),
-                None => line.to_owned(),
-            })
+            .map(driver_text)
             .collect()
     }
 
@@ -317,5 +324,20 @@ impl Session {
     /// Ends every process of the session.
     pub fn end(&self) {
         let _ = self.server(&["-k"]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dbgprintex_line_is_shown_from_the_drivers_prefix() {
+        // As Wine 8 printed it with WINEDEBUG=warn+debugstr.
+        let line = "0128:warn:debugstr:vDbgPrintExWithPrefix 0000004d:00000001: nt-driver: \
+                    loaded: 2 processors";
+        assert_eq!(driver_text(line), "nt-driver: loaded: 2 processors");
+        let other = "0108:fixme:ntoskrnl:ExCreateCallback (0000000001A9F718): stub";
+        assert_eq!(driver_text(other), other);
     }
 }
