@@ -632,6 +632,49 @@ fn unload_and_delete(suite: &mut Suite) -> Result<Verdict> {
     })
 }
 
+/// Over the whole session so far (23 loads, 23 unloads): each load that
+/// registered a `\Callback\PowerState` callback (the substitute logs
+/// every open, registration, unregistration and dereference with the
+/// object's counts) had it undone by its unload, and after the last unload
+/// nothing is registered or referenced. A driver without a power callback
+/// is a SKIP.
+fn power_callback_balanced(suite: &mut Suite) -> Result<Verdict> {
+    const PREFIX: &str = "nt-driver: TEST BUILD: \\Callback\\PowerState ";
+    let lines = suite.session.driver_lines_since(0);
+    let power: Vec<&String> = lines.iter().filter(|l| l.starts_with(PREFIX)).collect();
+    let Some(last) = power.last() else {
+        return Ok(Verdict::Skip(
+            "the driver opened no \\Callback\\PowerState callback object (no power handling in \
+             this build)"
+                .into(),
+        ));
+    };
+    let count = |what: &str| lines.iter().filter(|l| l.starts_with(what)).count();
+    let event = |name: &str| {
+        power
+            .iter()
+            .filter(|l| l[PREFIX.len()..].starts_with(name))
+            .count()
+    };
+    let (loads, unloads) = (count("nt-driver: loaded: "), count("nt-driver: unloaded"));
+    let (registered, unregistered) = (event("ExRegisterCallback:"), event("ExUnregisterCallback:"));
+    Ok(verdict_of((|| {
+        check(registered == loads, || {
+            format!("{registered} registrations for {loads} loads")
+        })?;
+        check(unregistered == unloads, || {
+            format!("{unregistered} unregistrations for {unloads} unloads")
+        })?;
+        check(last.ends_with(": 0 registrations, 0 references"), || {
+            format!("after the last unload: {last}")
+        })?;
+        Ok(format!(
+            "{loads} loads registered it, {unloads} unloads unregistered it; nothing left \
+             registered or referenced"
+        ))
+    })()))
+}
+
 /// The driver host dies while vmx-check.exe has the device open and a
 /// request outstanding (as when the host crashes under a request): the
 /// host is frozen (SIGSTOP), `vmx-check.exe status` is started and blocks
@@ -719,6 +762,7 @@ const CASES: &[Case] = &[
     ("unload-with-handle-open", unload_with_handle),
     ("load-unload-20", load_unload_20),
     ("unload-and-delete", unload_and_delete),
+    ("power-callback-balanced", power_callback_balanced),
     ("driver-host-died", driver_host_died),
 ];
 

@@ -10,16 +10,25 @@
 //!
 //! Creating a callback object (`Create` TRUE) is not supported: refused
 //! with STATUS_NOT_SUPPORTED, and any other name is not found.
+//!
+//! Each open, registration, unregistration and dereference is logged with
+//! the object's counts afterwards (`nt-driver: TEST BUILD:
+//! \Callback\PowerState ExRegisterCallback: 1 registrations, 1
+//! references`), so that `cargo xtask wine` can check that every load's
+//! registration is undone by its unload.
 
 use core::cell::UnsafeCell;
 use core::ffi::c_void;
+use core::fmt::Write;
 use core::hint;
 use core::ptr;
 use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering};
 
+use wdk_sys::_DPFLTR_TYPE::DPFLTR_IHVDRIVER_ID;
+use wdk_sys::ntddk::DbgPrintEx;
 use wdk_sys::{
-    BOOLEAN, LONG_PTR, NTSTATUS, PCALLBACK_FUNCTION, PCALLBACK_OBJECT, POBJECT_ATTRIBUTES, PVOID,
-    STATUS_NOT_SUPPORTED, STATUS_OBJECT_NAME_NOT_FOUND, STATUS_SUCCESS,
+    BOOLEAN, DPFLTR_ERROR_LEVEL, LONG_PTR, NTSTATUS, PCALLBACK_FUNCTION, PCALLBACK_OBJECT,
+    POBJECT_ATTRIBUTES, PVOID, STATUS_NOT_SUPPORTED, STATUS_OBJECT_NAME_NOT_FOUND, STATUS_SUCCESS,
 };
 
 unsafe extern "C" {
@@ -88,6 +97,49 @@ impl CallbackObject {
     }
 }
 
+/// One NUL-terminated log line.
+struct Line {
+    bytes: [u8; 160],
+    length: usize,
+}
+
+impl Write for Line {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        for &byte in s.as_bytes() {
+            if self.length + 1 < self.bytes.len() {
+                self.bytes[self.length] = byte;
+                self.length += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Logs `event` with the object's counts after it.
+fn log_counts(event: &str) {
+    let registrations = POWER_STATE_OBJECT.with_slots(|slots| slots.iter().flatten().count());
+    let references = POWER_STATE_OBJECT.references.load(Ordering::Acquire);
+    let mut line = Line {
+        bytes: [0; 160],
+        length: 0,
+    };
+    let _ = writeln!(
+        line,
+        "nt-driver: TEST BUILD: {POWER_STATE} {event}: {registrations} registrations, \
+         {references} references"
+    );
+    // SAFETY: a constant "%s" format and a NUL-terminated argument (the
+    // buffer keeps its last byte 0).
+    let _ = unsafe {
+        DbgPrintEx(
+            DPFLTR_IHVDRIVER_ID as u32,
+            DPFLTR_ERROR_LEVEL,
+            c"%s".as_ptr(),
+            line.bytes.as_ptr(),
+        )
+    };
+}
+
 /// Whether the UNICODE_STRING is `\Callback\PowerState`, in any case.
 ///
 /// # Safety
@@ -135,6 +187,7 @@ pub unsafe extern "C" fn ExCreateCallback(
     POWER_STATE_OBJECT.references.fetch_add(1, Ordering::AcqRel);
     // SAFETY: valid for a write, by the caller's contract.
     unsafe { object.write(POWER_STATE_OBJECT.handle()) };
+    log_counts("ExCreateCallback");
     STATUS_SUCCESS
 }
 
@@ -155,14 +208,16 @@ pub unsafe extern "C" fn ExRegisterCallback(
     if POWER_STATE_OBJECT.references.load(Ordering::Acquire) <= 0 {
         return ptr::null_mut();
     }
-    POWER_STATE_OBJECT.with_slots(|slots| {
+    let registration = POWER_STATE_OBJECT.with_slots(|slots| {
         let Some((index, slot)) = slots.iter_mut().enumerate().find(|(_, s)| s.is_none()) else {
             return ptr::null_mut();
         };
         *slot = Some(Slot { function, context });
         // The registration handle: the slot's number plus one (never 0).
         (index + 1) as PVOID
-    })
+    });
+    log_counts("ExRegisterCallback");
+    registration
 }
 
 /// TEST ONLY substitute for `ExUnregisterCallback`: frees the slot, then
@@ -182,6 +237,7 @@ pub unsafe extern "C" fn ExUnregisterCallback(registration: PVOID) {
     while POWER_STATE_OBJECT.notifying.load(Ordering::Acquire) != 0 {
         hint::spin_loop();
     }
+    log_counts("ExUnregisterCallback");
 }
 
 /// TEST ONLY substitute for `ExNotifyCallback`: calls every registered
@@ -218,7 +274,9 @@ pub unsafe extern "C" fn ExNotifyCallback(object: PCALLBACK_OBJECT, first: PVOID
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn ObfDereferenceObject(object: PVOID) -> LONG_PTR {
     if CallbackObject::is(object) {
-        return (POWER_STATE_OBJECT.references.fetch_sub(1, Ordering::AcqRel) - 1) as LONG_PTR;
+        let left = POWER_STATE_OBJECT.references.fetch_sub(1, Ordering::AcqRel) - 1;
+        log_counts("ObfDereferenceObject");
+        return left as LONG_PTR;
     }
     // SAFETY: a Wine object, by the caller's contract.
     unsafe { ObDereferenceObject(object) }
