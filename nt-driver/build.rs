@@ -8,8 +8,12 @@ fn main() -> Result<(), wdk_build::ConfigError> {
     wdk_build::configure_wdk_binary_build()?;
     // IoCreateDeviceSecure is a macro for WdmlibIoCreateDeviceSecure, a
     // function of the static library wdmsec.lib in the WDK's km library
-    // directory, which wdk-build has put on the search path.
-    println!("cargo::rustc-link-lib=static=wdmsec");
+    // directory, which wdk-build has put on the search path. `-bundle`, as
+    // wdk-sys links the kernel libraries: the crate is also an rlib, and
+    // the default `+bundle` would copy the WDK's library into it; with
+    // `-bundle` the final link of the driver image names wdmsec.lib and
+    // finds it on the same search path.
+    println!("cargo::rustc-link-lib=static:-bundle=wdmsec");
     Ok(())
 }
 

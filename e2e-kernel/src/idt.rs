@@ -194,7 +194,7 @@ fn read_cr2() -> u64 {
     let value: u64;
     // SAFETY: reading CR2 at CPL 0 has no side effects.
     unsafe {
-        asm!("mov {}, cr2", out(reg) value, options(nomem, nostack, preserves_flags));
+        asm!("mov {}, cr2", out(reg) value, options(nomem, nostack));
     }
     value
 }

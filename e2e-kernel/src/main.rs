@@ -56,6 +56,16 @@ extern "C" fn kmain(mb2_info: usize, magic: u32) -> ! {
         )),
     }
 
+    let preset = vmx_arch::preset_then_nop();
+    if vmx_core::instruction::written_by_vmx_instruction(preset) {
+        exit::fail(format_args!(
+            "flags preset: RFLAGS {preset:#x} after a preset NOP looks like a VMX outcome"
+        ));
+    }
+    println!(
+        "flags preset: RFLAGS {preset:#x} after a preset NOP is no VMX outcome; every VMX instruction's flags are checked"
+    );
+
     let rsdp = info
         .rsdp()
         .unwrap_or_else(|| exit::fail(format_args!("no ACPI RSDP in the boot information")));
@@ -90,5 +100,10 @@ fn check_processors(processors: &mut Processors) {
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-    exit::fail(format_args!("panic: {info}"))
+    // One line: PanicInfo's own Display puts the message on a second line,
+    // which the runner would not read as part of the result.
+    match info.location() {
+        Some(location) => exit::fail(format_args!("panic at {location}: {}", info.message())),
+        None => exit::fail(format_args!("panic: {}", info.message())),
+    }
 }

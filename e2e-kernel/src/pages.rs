@@ -1,4 +1,4 @@
-//! The pages VMXON regions come from: a static pool of 4 KiB-aligned frames
+//! The pages VMXON and VMCS regions come from: a static pool of 4 KiB-aligned frames
 //! in the kernel image. Under the identity paging of [`boot`](crate::boot)
 //! a frame's physical address is its virtual address, and the memory is
 //! write-back (the PAT and MTRR defaults for RAM), as VMXON regions need.
@@ -10,8 +10,9 @@ use vmx_core::{OutOfMemory, Page, PageAllocator};
 
 use crate::smp::MAX_PROCESSORS;
 
-/// One VMXON region per processor.
-const POOL_PAGES: usize = MAX_PROCESSORS;
+/// One VMXON region per processor, plus a VMCS region and the VMXON region
+/// of a second owner for the scenarios that need them.
+const POOL_PAGES: usize = MAX_PROCESSORS + 2;
 
 /// One 4 KiB page frame.
 #[repr(C, align(4096))]

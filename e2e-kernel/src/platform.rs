@@ -35,6 +35,11 @@ impl<'a> VmxProcessors<'a> {
         self.injection = Some((index, injection));
     }
 
+    /// From now on, no processor's CPU applies an injection.
+    pub fn uninject(&mut self) {
+        self.injection = None;
+    }
+
     /// The privileged operations run so far, on every processor together.
     pub fn counts(&self) -> OperationCounts {
         self.counts

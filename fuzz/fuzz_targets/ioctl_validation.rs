@@ -4,6 +4,8 @@
 //! processor. Nothing may panic (in the kernel a panic is a bug check), a
 //! refused request must change nothing, `Information` never exceeds the
 //! output buffer, and every successful reply must decode with vmx-ioctl.
+//! The request may arrive after ENTER, and while the system is about to
+//! sleep or after it resumed (nt-driver's power callback decisions).
 //! The same bytes also go through every vmx-ioctl decoder.
 #![no_main]
 
@@ -11,6 +13,8 @@ use libfuzzer_sys::fuzz_target;
 use nt_driver::fake::{device, device_control, processors};
 use nt_driver::log::Log;
 use nt_driver::ntstatus::{STATUS_BUFFER_OVERFLOW, STATUS_SUCCESS};
+use nt_driver::power::PowerEvent;
+use vmx_core::ProcessorStatus;
 use vmx_core::sim::{SimAllocator, Step};
 use vmx_ioctl::status::StatusEntry;
 use vmx_ioctl::{Ioctl, Outcome, QueryReader, ReplyHeader, Request, WireError};
@@ -67,7 +71,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let mut device = device(machine, allocator);
     // Enter first on odd selectors, so LEAVE and STATUS see entered state.
-    let entered_before = if selector & 0x80 != 0 {
+    if selector & 0x80 != 0 {
         let enter = Request::current().to_bytes();
         device_control(
             &device,
@@ -76,10 +80,42 @@ fuzz_target!(|data: &[u8]| {
             Outcome::REPLY_SIZE,
             &mut Quiet,
         );
-        device.control_mut().entered()
-    } else {
-        0
-    };
+    }
+    // Then, sometimes, the system is about to sleep (and sometimes it has
+    // resumed): the request below arrives in that state.
+    let resumed = selector & 0x60 == 0x60;
+    if selector & 0x40 != 0 {
+        device.power(PowerEvent::Suspend, &mut Quiet, &mut || {
+            unreachable!("no one holds the lock")
+        });
+        if resumed {
+            device.power(PowerEvent::Resume, &mut Quiet, &mut || {
+                unreachable!("no one holds the lock")
+            });
+        }
+    }
+    let entered_before = device.control_mut().entered();
+    // A processor the driver records as entered is in VMX operation (else
+    // its VMXOFF would raise #UD: a bug check). The converse holds too,
+    // except after a resume: a processor that could not leave before the
+    // transition is forgotten then, its state being unknown (the simulated
+    // sleep does not power it off).
+    let recorded: Vec<bool> = device
+        .control_mut()
+        .statuses()
+        .map(|status| status != ProcessorStatus::Off)
+        .collect();
+    let (processors, _) = device.control_mut().services();
+    for (index, (cpu, recorded)) in processors.cpus.iter().zip(recorded).enumerate() {
+        assert!(
+            !recorded || cpu.in_vmx,
+            "processor {index} recorded but not in VMX operation"
+        );
+        assert!(
+            resumed || recorded == cpu.in_vmx,
+            "processor {index}: record and state differ"
+        );
+    }
     let snapshot = {
         let (p, a) = device.control_mut().services();
         (p.runs, a.allocations, a.outstanding.clone())

@@ -38,6 +38,18 @@ impl<T> Busy<T> {
             .map(|_| Guard { busy: self })
     }
 
+    /// The value, waiting for it: `wait` runs between tries (the kernel
+    /// sleeps a little there). For the power callback, which must act
+    /// before the system sleeps even when a request is running.
+    pub fn lock(&self, wait: &mut dyn FnMut()) -> Guard<'_, T> {
+        loop {
+            if let Some(guard) = self.try_lock() {
+                return guard;
+            }
+            wait();
+        }
+    }
+
     /// The value, through exclusive access to the lock (no one can hold
     /// it).
     pub fn get_mut(&mut self) -> &mut T {
@@ -88,6 +100,34 @@ mod tests {
         *first += 1;
         drop(first);
         assert_eq!(*busy.try_lock().unwrap(), 2);
+    }
+
+    #[test]
+    fn lock_waits_until_the_holder_lets_go() {
+        let busy = Arc::new(Busy::new(0u32));
+        let held = busy.try_lock().unwrap();
+        let (waiting, waited) = std::sync::mpsc::channel();
+        let waiter = {
+            let busy = busy.clone();
+            std::thread::spawn(move || {
+                let mut waits = 0u32;
+                let mut value = busy.lock(&mut || {
+                    waits += 1;
+                    // Tell the holder once that this thread is waiting.
+                    if waits == 1 {
+                        waiting.send(()).unwrap();
+                    }
+                    std::thread::yield_now();
+                });
+                *value += 1;
+                waits
+            })
+        };
+        // The waiter found the value taken; let go of it now.
+        waited.recv().unwrap();
+        drop(held);
+        assert!(waiter.join().unwrap() >= 1);
+        assert_eq!(*busy.try_lock().unwrap(), 1);
     }
 
     #[test]

@@ -15,13 +15,15 @@ use vmx_ioctl::{Ioctl, Outcome, QueryWriter};
 use crate::dispatch::Completion;
 use crate::ioctl::{Valid, overflow};
 use crate::log::Log;
-use crate::ntstatus::{STATUS_INVALID_PARAMETER, STATUS_SUCCESS};
+use crate::ntstatus::{STATUS_DEVICE_BUSY, STATUS_INVALID_PARAMETER, STATUS_SUCCESS};
+use crate::power::PowerState;
 
 /// The VMX state of every processor, and the services to change it.
 pub struct Control<Pr: Processors, A: PageAllocator> {
     processors: Pr,
     allocator: A,
     slots: Vec<Processor<A::Page>>,
+    power: PowerState,
 }
 
 impl<Pr: Processors, A: PageAllocator> core::fmt::Debug for Control<Pr, A> {
@@ -29,6 +31,7 @@ impl<Pr: Processors, A: PageAllocator> core::fmt::Debug for Control<Pr, A> {
         f.debug_struct("Control")
             .field("processors", &self.slots.len())
             .field("entered", &self.entered())
+            .field("power", &self.power)
             .finish_non_exhaustive()
     }
 }
@@ -48,6 +51,7 @@ impl<Pr: Processors, A: PageAllocator> Control<Pr, A> {
             processors,
             allocator,
             slots,
+            power: PowerState::Running,
         })
     }
 
@@ -71,6 +75,103 @@ impl<Pr: Processors, A: PageAllocator> Control<Pr, A> {
     /// The services, for inspection.
     pub fn services(&self) -> (&Pr, &A) {
         (&self.processors, &self.allocator)
+    }
+
+    /// The services, to change them (a test's simulated machine).
+    pub fn services_mut(&mut self) -> (&mut Pr, &mut A) {
+        (&mut self.processors, &mut self.allocator)
+    }
+
+    /// Where the driver stands with respect to a sleep or hibernation.
+    #[must_use]
+    pub fn power_state(&self) -> PowerState {
+        self.power
+    }
+
+    /// The system is about to leave S0 (see [`crate::power`]): every
+    /// processor in VMX operation leaves it, its region freed, and the
+    /// driver remembers to enter again on resume. ENTER and LEAVE are
+    /// refused until then. A second notification changes nothing.
+    ///
+    /// A processor that cannot leave (VMXOFF failing, e.g. under the
+    /// dual-monitor treatment of SMM) stays recorded as entered and keeps
+    /// its region; [`Control::resume`] deals with it.
+    pub fn suspend(&mut self, log: &mut dyn Log) {
+        if let PowerState::Suspended { .. } = self.power {
+            return;
+        }
+        let entered = self.entered();
+        self.power = PowerState::Suspended {
+            reenter: entered != 0,
+        };
+        if entered == 0 {
+            return;
+        }
+        log.log(format_args!(
+            "leaving VMX operation before the system sleeps or hibernates ({entered} processors)"
+        ));
+        let outcome = self.leave(log);
+        if outcome.entered_after != 0 {
+            for (index, slot) in self.slots.iter().enumerate() {
+                if slot.is_entered() {
+                    log.log(format_args!(
+                        "processor {index} stays in VMX operation through the transition"
+                    ));
+                }
+            }
+        }
+    }
+
+    /// The system has re-entered S0 (see [`crate::power`]).
+    ///
+    /// A processor still recorded as entered could not leave before the
+    /// transition: if the system slept, the processor was powered off and
+    /// is outside VMX operation now, so VMXOFF would raise #UD (a bug
+    /// check); if the transition was abandoned, it is still inside. Its
+    /// state is unknown, so it is sent nothing: its record is dropped and
+    /// its region leaked (never freed: the processor may still use it),
+    /// and said so. Then, if VMX operation was on before the transition,
+    /// every processor enters it again (with vmx-core's rollback: on a
+    /// failure none stays entered, and the log says to send ENTER). A
+    /// resume without a suspend changes nothing.
+    pub fn resume(&mut self, log: &mut dyn Log) {
+        let PowerState::Suspended { reenter } = self.power else {
+            return;
+        };
+        self.power = PowerState::Running;
+        for (index, slot) in self.slots.iter_mut().enumerate() {
+            if slot.is_entered() {
+                log.log(format_args!(
+                    "processor {index}: its VMX state after the transition is unknown; it is \
+                     sent no VMXOFF and its VMXON region is not freed"
+                ));
+                // Dropping the record drops the page value without giving it
+                // back to the allocator: the memory stays allocated.
+                *slot = Processor::new();
+            }
+        }
+        if !reenter {
+            return;
+        }
+        let outcome = self.enter(log);
+        if outcome.failure.is_some() {
+            log.log(format_args!(
+                "entering VMX operation again after the resume failed; every processor is out \
+                 of VMX operation: send ENTER to try again"
+            ));
+        }
+    }
+
+    fn transition_refusal(&self, valid: Valid, log: &mut dyn Log) -> Option<Completion> {
+        let changes = matches!(valid.ioctl, Ioctl::Enter | Ioctl::Leave);
+        if changes && self.power != PowerState::Running {
+            log.log(format_args!(
+                "{}: the system is changing its power state; try again after it resumes",
+                valid.ioctl.name()
+            ));
+            return Some(Completion::status(STATUS_DEVICE_BUSY));
+        }
+        None
     }
 
     /// Enters VMX operation on every processor; if one fails, those before
@@ -144,6 +245,9 @@ impl<Pr: Processors, A: PageAllocator> Control<Pr, A> {
         let Some(out) = buffer.get_mut(..valid.output_length) else {
             return Completion::status(STATUS_INVALID_PARAMETER);
         };
+        if let Some(refusal) = self.transition_refusal(valid, log) {
+            return refusal;
+        }
         let size = match valid.ioctl {
             Ioctl::Query => {
                 let size = self.query(out);

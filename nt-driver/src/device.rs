@@ -9,6 +9,7 @@ use crate::dispatch::{Action, Completion, IrpParams, action, complete_other};
 use crate::ioctl::validate;
 use crate::log::Log;
 use crate::ntstatus::{STATUS_DEVICE_BUSY, STATUS_INVALID_PARAMETER, nt_success};
+use crate::power::PowerEvent;
 
 /// The driver's state, kept in the device extension.
 pub struct Device<Pr: Processors, A: PageAllocator> {
@@ -37,7 +38,17 @@ impl<Pr: Processors, A: PageAllocator> Device<Pr, A> {
     /// completion the glue applies (once, with this status).
     pub fn dispatch(&self, irp: IrpParams<'_>, log: &mut dyn Log) -> Completion {
         match action(irp.major) {
-            Action::Succeed | Action::Refuse => complete_other(irp.major),
+            Action::Open if irp.file_name_length != 0 => {
+                log.log(format_args!(
+                    "refused an open of a name below the device ({} bytes): the device has \
+                     no namespace",
+                    irp.file_name_length
+                ));
+                complete_other(irp.major, irp.file_name_length)
+            }
+            Action::Open | Action::Succeed | Action::Refuse => {
+                complete_other(irp.major, irp.file_name_length)
+            }
             Action::DeviceControl => self.device_control(irp, log),
         }
     }
@@ -72,6 +83,18 @@ impl<Pr: Processors, A: PageAllocator> Device<Pr, A> {
             return Completion::status(STATUS_DEVICE_BUSY);
         };
         control.run(valid, buffer, log)
+    }
+
+    /// A sleep or hibernation: leaves VMX operation before it, enters it
+    /// again after it (see [`crate::power`]). Waits for a request that is
+    /// running, calling `wait` between tries: the transition must not
+    /// proceed with VMX operation on.
+    pub fn power(&self, event: PowerEvent, log: &mut dyn Log, wait: &mut dyn FnMut()) {
+        let mut control = self.control.lock(wait);
+        match event {
+            PowerEvent::Suspend => control.suspend(log),
+            PowerEvent::Resume => control.resume(log),
+        }
     }
 
     /// Before the driver unloads (no request can be running: the I/O

@@ -6,12 +6,16 @@
 //! never completes its IRP, so `CreateFile` hangs; its "unsupported"
 //! routine reports success).
 
-use crate::ntstatus::{NtStatus, STATUS_INVALID_DEVICE_REQUEST, STATUS_SUCCESS};
+use crate::ntstatus::{
+    NtStatus, STATUS_INVALID_DEVICE_REQUEST, STATUS_OBJECT_NAME_NOT_FOUND, STATUS_SUCCESS,
+};
 
 /// `IRP_MJ_CREATE`.
 pub const IRP_MJ_CREATE: u8 = 0x00;
 /// `IRP_MJ_CLOSE`.
 pub const IRP_MJ_CLOSE: u8 = 0x02;
+/// `IRP_MJ_CLEANUP`: the last handle to a file object was closed.
+pub const IRP_MJ_CLEANUP: u8 = 0x12;
 /// `IRP_MJ_DEVICE_CONTROL`.
 pub const IRP_MJ_DEVICE_CONTROL: u8 = 0x0e;
 /// `IRP_MJ_MAXIMUM_FUNCTION`: the last major function; the driver object's
@@ -24,14 +28,24 @@ const METHOD_MASK: u32 = 3;
 /// What the driver does with an IRP of a major function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Action {
-    /// Complete with success and no data: CREATE and CLOSE. Opening the
-    /// device changes nothing (the tutorial enables VMX here).
+    /// CREATE: succeeds for the device itself and changes nothing (the
+    /// tutorial enables VMX here); an open of a name below the device
+    /// (`\\.\MyHypervisorDevice\x`, a non-empty `FileObject->FileName`)
+    /// is refused with `STATUS_OBJECT_NAME_NOT_FOUND`: the device has no
+    /// namespace, so no such object exists (the status the object manager
+    /// and file systems give a name that does not exist; Win32
+    /// `ERROR_FILE_NOT_FOUND`). FILE_DEVICE_SECURE_OPEN already applies the
+    /// device's DACL to such opens; refusing them as well is the second of
+    /// the two ways "Controlling Device Namespace Access" gives a driver
+    /// without a namespace, and keeps one name for one object.
+    Open,
+    /// Complete with success and no data: CLEANUP (the last handle to a
+    /// file object was closed) and CLOSE.
     Succeed,
     /// Validate and run an IOCTL.
     DeviceControl,
     /// Complete with `STATUS_INVALID_DEVICE_REQUEST`: every other major
-    /// function (the I/O manager ignores the status of CLEANUP, so
-    /// refusing it does not break `CloseHandle`).
+    /// function (READ, WRITE, ...).
     Refuse,
 }
 
@@ -40,7 +54,8 @@ pub enum Action {
 #[must_use]
 pub const fn action(major: u8) -> Action {
     match major {
-        IRP_MJ_CREATE | IRP_MJ_CLOSE => Action::Succeed,
+        IRP_MJ_CREATE => Action::Open,
+        IRP_MJ_CLEANUP | IRP_MJ_CLOSE => Action::Succeed,
         IRP_MJ_DEVICE_CONTROL => Action::DeviceControl,
         _ => Action::Refuse,
     }
@@ -79,6 +94,9 @@ pub struct IrpParams<'a> {
     pub input_length: u32,
     /// `Parameters.DeviceIoControl.OutputBufferLength` (0 for other majors).
     pub output_length: u32,
+    /// For CREATE, `FileObject->FileName.Length` (bytes; 0 for other
+    /// majors, or when there is no file object).
+    pub file_name_length: u16,
     /// `AssociatedIrp.SystemBuffer` as a slice of
     /// [`system_buffer_length`] bytes, when that is `Some` and the pointer
     /// is not null.
@@ -108,11 +126,14 @@ pub fn system_buffer_length(
     (length != 0).then_some(length)
 }
 
-/// The completion of an IRP that is not DEVICE_CONTROL.
+/// The completion of an IRP that is not DEVICE_CONTROL; for CREATE,
+/// `file_name_length` is `FileObject->FileName.Length` (see
+/// [`Action::Open`]).
 #[must_use]
-pub const fn complete_other(major: u8) -> Completion {
+pub const fn complete_other(major: u8, file_name_length: u16) -> Completion {
     match action(major) {
-        Action::Succeed => Completion::status(STATUS_SUCCESS),
+        Action::Open if file_name_length != 0 => Completion::status(STATUS_OBJECT_NAME_NOT_FOUND),
+        Action::Open | Action::Succeed => Completion::status(STATUS_SUCCESS),
         Action::DeviceControl | Action::Refuse => Completion::status(STATUS_INVALID_DEVICE_REQUEST),
     }
 }
@@ -125,7 +146,8 @@ mod tests {
     fn every_major_function_has_its_action() {
         for major in 0..=IRP_MJ_MAXIMUM_FUNCTION {
             let expected = match major {
-                0x00 | 0x02 => Action::Succeed,
+                0x00 => Action::Open,
+                0x02 | 0x12 => Action::Succeed,
                 0x0e => Action::DeviceControl,
                 _ => Action::Refuse,
             };
@@ -137,17 +159,40 @@ mod tests {
     }
 
     #[test]
-    fn only_create_and_close_succeed_without_a_device_control() {
+    fn only_create_cleanup_and_close_succeed_without_a_device_control() {
         for major in 0..=u8::MAX {
-            let completion = complete_other(major);
+            let completion = complete_other(major, 0);
             assert_eq!(completion.information, 0);
-            let expected = if major == IRP_MJ_CREATE || major == IRP_MJ_CLOSE {
+            let expected = if matches!(major, IRP_MJ_CREATE | IRP_MJ_CLEANUP | IRP_MJ_CLOSE) {
                 STATUS_SUCCESS
             } else {
                 STATUS_INVALID_DEVICE_REQUEST
             };
             assert_eq!(completion.status, expected, "major {major:#x}");
         }
+    }
+
+    #[test]
+    fn cleanup_completes_with_success() {
+        // CloseHandle sends IRP_MJ_CLEANUP, then IRP_MJ_CLOSE: both succeed.
+        assert_eq!(complete_other(0x12, 0), Completion::status(STATUS_SUCCESS));
+    }
+
+    #[test]
+    fn an_open_of_a_name_inside_the_device_is_refused() {
+        // `\\.\MyHypervisorDevice\x`: FileObject->FileName is `\x`, 4 bytes.
+        assert_eq!(
+            complete_other(IRP_MJ_CREATE, 4),
+            Completion::status(STATUS_OBJECT_NAME_NOT_FOUND)
+        );
+        assert_eq!(
+            complete_other(IRP_MJ_CREATE, u16::MAX),
+            Completion::status(STATUS_OBJECT_NAME_NOT_FOUND)
+        );
+        assert_eq!(
+            complete_other(IRP_MJ_CREATE, 0),
+            Completion::status(STATUS_SUCCESS)
+        );
     }
 
     #[test]

@@ -63,6 +63,7 @@ pub fn device_control<Pr: vmx_core::Processors, A: vmx_core::PageAllocator>(
             code,
             input_length,
             output_length,
+            file_name_length: 0,
             buffer: length.map(|_| system.as_mut_slice()),
         },
         log,

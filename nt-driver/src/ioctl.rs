@@ -10,6 +10,11 @@
 //! | output shorter than a [`ReplyHeader`] | `STATUS_BUFFER_TOO_SMALL` | 0 |
 //! | output shorter than the reply (ENTER, LEAVE, STATUS) | `STATUS_BUFFER_OVERFLOW`, the header alone | 16 |
 //!
+//! After these checks, [`crate::Control::run`] refuses ENTER and LEAVE with
+//! `STATUS_DEVICE_BUSY` while the system changes its power state (see
+//! [`crate::power`]); a request that finds another running gets the same
+//! status from [`crate::Device::dispatch`].
+//!
 //! A refused request changes nothing. QUERY's size is known only after
 //! the capture, which reads and changes nothing: [`crate::control`] applies
 //! the last rule to it afterwards.

@@ -13,12 +13,15 @@
 //!   vmx-core's [`Processors`](vmx_core::Processors) and
 //!   [`PageAllocator`](vmx_core::PageAllocator);
 //! - [`device`]: the device's state, one request at a time;
+//! - [`power`]: sleep and hibernation, out of VMX operation and back;
 //! - [`log`]: messages for `DbgPrintEx`, formatted without allocation;
 //! - [`ntstatus`]: the NTSTATUS values used.
 //!
 //! The Windows glue (`glue/`, compiled only for a Windows driver build)
-//! turns IRPs into calls of these modules and implements the platform
-//! traits with group affinity and contiguous memory: it decides nothing.
+//! turns IRPs and power notifications into calls of these modules and
+//! implements the platform traits with group affinity, DISPATCH_LEVEL
+//! around the work on each processor, and contiguous no-execute memory: it
+//! decides nothing.
 #![cfg_attr(all(windows, not(test)), no_std)]
 #![deny(missing_docs)]
 
@@ -32,6 +35,7 @@ pub mod ioctl;
 pub mod log;
 pub mod names;
 pub mod ntstatus;
+pub mod power;
 
 #[cfg(all(windows, not(test)))]
 mod glue;

@@ -34,6 +34,13 @@ pub static DEVICE_NAME_UTF16: [u16; DEVICE_NAME.len() + 1] = ascii_utf16(DEVICE_
 /// `\DosDevices\MyHypervisorDevice`.
 pub static DOS_DEVICE_NAME_UTF16: [u16; DOS_DEVICE_NAME.len() + 1] = ascii_utf16(DOS_DEVICE_NAME);
 
+/// The executive callback object the power manager notifies of system
+/// power transitions (see [`crate::power`]).
+pub const POWER_STATE_CALLBACK: &str = r"\Callback\PowerState";
+/// [`POWER_STATE_CALLBACK`] in UTF-16.
+pub static POWER_STATE_CALLBACK_UTF16: [u16; POWER_STATE_CALLBACK.len() + 1] =
+    ascii_utf16(POWER_STATE_CALLBACK);
+
 /// The device's security descriptor: protected DACL (`P`), GENERIC_ALL
 /// for LocalSystem (`SY`) and the Administrators group (`BA`), nobody
 /// else. The value of wdmsec.h's `SDDL_DEVOBJ_SYS_ALL_ADM_ALL`.
@@ -68,8 +75,10 @@ mod tests {
             r"\DosDevices\MyHypervisorDevice"
         );
         assert_eq!(text(&DEVICE_SDDL_UTF16), "D:P(A;;GA;;;SY)(A;;GA;;;BA)");
+        assert_eq!(text(&POWER_STATE_CALLBACK_UTF16), r"\Callback\PowerState");
         for wide in [
-            &DEVICE_NAME_UTF16[..],
+            &POWER_STATE_CALLBACK_UTF16[..],
+            &DEVICE_NAME_UTF16,
             &DOS_DEVICE_NAME_UTF16,
             &DEVICE_SDDL_UTF16,
         ] {

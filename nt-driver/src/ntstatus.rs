@@ -32,6 +32,9 @@ pub const STATUS_INVALID_DEVICE_REQUEST: NtStatus = status(0xC000_0010);
 /// The output buffer cannot hold even the reply header (Win32
 /// `ERROR_INSUFFICIENT_BUFFER`).
 pub const STATUS_BUFFER_TOO_SMALL: NtStatus = status(0xC000_0023);
+/// No object of that name: an open of a name below the device, which has no
+/// namespace (Win32 `ERROR_FILE_NOT_FOUND`).
+pub const STATUS_OBJECT_NAME_NOT_FOUND: NtStatus = status(0xC000_0034);
 /// The request speaks another protocol version (Win32
 /// `ERROR_REVISION_MISMATCH`).
 pub const STATUS_REVISION_MISMATCH: NtStatus = status(0xC000_0059);
@@ -64,6 +67,7 @@ mod tests {
         assert_eq!(STATUS_INVALID_PARAMETER as u32, 0xC000_000D);
         assert_eq!(STATUS_INVALID_DEVICE_REQUEST, -1_073_741_808);
         assert_eq!(STATUS_BUFFER_TOO_SMALL as u32, 0xC000_0023);
+        assert_eq!(STATUS_OBJECT_NAME_NOT_FOUND as u32, 0xC000_0034);
         assert_eq!(STATUS_REVISION_MISMATCH as u32, 0xC000_0059);
         assert_eq!(STATUS_INSUFFICIENT_RESOURCES as u32, 0xC000_009A);
     }

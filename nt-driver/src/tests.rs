@@ -6,7 +6,7 @@ use std::string::{String, ToString};
 use std::vec;
 use std::vec::Vec;
 
-use vmx_core::sim::{SimAllocator, SimMachine, Step};
+use vmx_core::sim::{Op, SimAllocator, SimMachine, Step};
 use vmx_core::{Error, ProcessorStatus, Verdict, diagnose};
 use vmx_ioctl::status::StatusEntry;
 use vmx_ioctl::{Ioctl, Outcome, QueryReader, ReplyHeader, Request, WireError};
@@ -15,6 +15,7 @@ use crate::dispatch::IRP_MJ_MAXIMUM_FUNCTION;
 use crate::fake::{FakeDevice, device_control, processors};
 use crate::log::Log;
 use crate::ntstatus::*;
+use crate::power::{PowerEvent, PowerState};
 use crate::{Completion, IrpParams};
 
 #[derive(Default)]
@@ -107,12 +108,13 @@ fn every_major_function_is_completed_with_its_status() {
                 code: 0,
                 input_length: 0,
                 output_length: 0,
+                file_name_length: 0,
                 buffer: None,
             },
             &mut lines,
         );
         let expected = match major {
-            0x00 | 0x02 => STATUS_SUCCESS,
+            0x00 | 0x02 | 0x12 => STATUS_SUCCESS,
             _ => STATUS_INVALID_DEVICE_REQUEST,
         };
         assert_eq!(completion, Completion::status(expected), "major {major:#x}");
@@ -129,11 +131,32 @@ fn opening_the_device_changes_nothing() {
             code: Ioctl::Enter.code(),
             input_length: 8,
             output_length: 64,
+            file_name_length: 0,
             buffer: None,
         },
         &mut Lines::default(),
     );
     assert_eq!(completion, Completion::status(STATUS_SUCCESS));
+    assert!(untouched(&mut device));
+}
+
+#[test]
+fn opening_a_name_below_the_device_is_refused_and_changes_nothing() {
+    let mut device = device(processors(2));
+    let mut lines = Lines::default();
+    let completion = device.dispatch(
+        IrpParams {
+            major: 0,
+            code: 0,
+            input_length: 0,
+            output_length: 0,
+            file_name_length: 10,
+            buffer: None,
+        },
+        &mut lines,
+    );
+    assert_eq!(completion, Completion::status(STATUS_OBJECT_NAME_NOT_FOUND));
+    assert!(lines.contains("refused an open of a name below the device"));
     assert!(untouched(&mut device));
 }
 
@@ -491,4 +514,163 @@ fn refusals_are_logged_with_their_status() {
     let mut lines = Lines::default();
     device_control(&device, 0x1234, &request(), 64, &mut lines);
     assert!(lines.contains("IOCTL 0x1234 (input 8, output 64) completed with status 0xc0000010"));
+}
+
+fn power(device: &FakeDevice, event: PowerEvent) -> Lines {
+    let mut lines = Lines::default();
+    device.power(event, &mut lines, &mut || panic!("nothing holds the lock"));
+    lines
+}
+
+fn in_vmx(device: &mut FakeDevice) -> Vec<bool> {
+    let (processors, _) = device.control_mut().services();
+    processors.cpus.iter().map(|cpu| cpu.in_vmx).collect()
+}
+
+#[test]
+fn sleep_leaves_vmx_operation_everywhere_and_resume_enters_it_again() {
+    let mut device = device(processors(3));
+    enter(&mut device);
+    let lines = power(&device, PowerEvent::Suspend);
+    assert!(
+        all_pristine(&mut device),
+        "out of VMX, CR4 as before, pages freed"
+    );
+    assert_eq!(
+        device.control_mut().power_state(),
+        PowerState::Suspended { reenter: true }
+    );
+    assert!(lines.contains("leaving VMX operation before the system sleeps"));
+    assert!(
+        statuses(&mut device)
+            .iter()
+            .all(|s| *s == ProcessorStatus::Off)
+    );
+    let lines = power(&device, PowerEvent::Resume);
+    assert_eq!(in_vmx(&mut device), [true, true, true]);
+    assert_eq!(device.control_mut().entered(), 3);
+    assert_eq!(device.control_mut().power_state(), PowerState::Running);
+    assert!(lines.contains("VMX entered on every processor (3 of 3)"));
+    // And out again on request, as after any ENTER.
+    assert_eq!(leave(&mut device).failure, None);
+    assert!(all_pristine(&mut device));
+}
+
+#[test]
+fn sleep_and_resume_without_enter_change_nothing() {
+    let mut device = device(processors(2));
+    power(&device, PowerEvent::Suspend);
+    assert_eq!(
+        device.control_mut().power_state(),
+        PowerState::Suspended { reenter: false }
+    );
+    power(&device, PowerEvent::Resume);
+    assert_eq!(device.control_mut().power_state(), PowerState::Running);
+    assert!(untouched(&mut device));
+    // A resume without a suspend (the driver loaded in between), and a
+    // second suspend, change nothing either.
+    power(&device, PowerEvent::Resume);
+    assert!(untouched(&mut device));
+    enter(&mut device);
+    power(&device, PowerEvent::Suspend);
+    power(&device, PowerEvent::Suspend);
+    assert_eq!(
+        device.control_mut().power_state(),
+        PowerState::Suspended { reenter: true }
+    );
+    power(&device, PowerEvent::Resume);
+    assert_eq!(device.control_mut().entered(), 2);
+}
+
+#[test]
+fn enter_and_leave_wait_for_the_resume_while_query_and_status_answer() {
+    let mut device = device(processors(2));
+    enter(&mut device);
+    power(&device, PowerEvent::Suspend);
+    for ioctl in [Ioctl::Enter, Ioctl::Leave] {
+        let mut lines = Lines::default();
+        let (completion, _) = device_control(&device, ioctl.code(), &request(), 64, &mut lines);
+        assert_eq!(completion, Completion::status(STATUS_DEVICE_BUSY));
+        assert!(lines.contains("the system is changing its power state"));
+    }
+    assert!(
+        all_pristine(&mut device),
+        "nothing entered during the transition"
+    );
+    let (completion, _) = send(&mut device, Ioctl::Query.code(), &request(), 1 << 16);
+    assert_eq!(completion.status, STATUS_SUCCESS);
+    assert_eq!(statuses(&mut device), [ProcessorStatus::Off; 2]);
+    power(&device, PowerEvent::Resume);
+    assert_eq!(device.control_mut().entered(), 2);
+}
+
+#[test]
+fn resume_that_cannot_enter_again_leaves_every_processor_off_and_says_so() {
+    let mut device = device(processors(3));
+    enter(&mut device);
+    power(&device, PowerEvent::Suspend);
+    // After the sleep, processor 2's VMXON fails.
+    device.control_mut().services_mut().0.cpus[2].fail = Some(Step::VmxonFailInvalid);
+    let lines = power(&device, PowerEvent::Resume);
+    assert!(lines.contains("entering VMX operation again after the resume failed"));
+    assert!(lines.contains("send ENTER to try again"));
+    assert_eq!(device.control_mut().entered(), 0);
+    assert_eq!(device.control_mut().power_state(), PowerState::Running);
+    assert!(all_pristine(&mut device));
+}
+
+#[test]
+fn a_processor_that_cannot_leave_before_sleep_is_never_sent_vmxoff_after_it() {
+    let mut device = device(failing_processors(3, 1, Step::VmxoffFailValid));
+    enter(&mut device);
+    let lines = power(&device, PowerEvent::Suspend);
+    assert!(lines.contains("processor 1 stays in VMX operation through the transition"));
+    assert_eq!(in_vmx(&mut device), [false, true, false]);
+    // The sleep powers processor 1 off: it comes back outside VMX
+    // operation, with CR4 as Windows saved it (VMXE set). A VMXOFF there
+    // would raise #UD: a bug check.
+    device.control_mut().services_mut().0.cpus[1].in_vmx = false;
+    let vmxoffs = device.control_mut().services().0.cpus[1].count(Op::Vmxoff);
+    let lines = power(&device, PowerEvent::Resume);
+    assert!(lines.contains("processor 1: its VMX state after the transition is unknown"));
+    let (processors, allocator) = device.control_mut().services();
+    assert_eq!(
+        processors.cpus[1].count(Op::Vmxoff),
+        vmxoffs,
+        "no VMXOFF after resume"
+    );
+    assert_eq!(allocator.outstanding.len(), 1, "its region is not freed");
+    // Entering again finds CR4.VMXE set on processor 1 and rolls back.
+    assert!(lines.contains("entering VMX operation again after the resume failed"));
+    assert_eq!(device.control_mut().entered(), 0);
+    assert_eq!(
+        leave(&mut device).failure,
+        Some((0, WireError::from_error(&Error::NotEntered)))
+    );
+    let mut lines = Lines::default();
+    device.unload(&mut lines);
+    let (processors, _) = device.control_mut().services();
+    assert_eq!(
+        processors.cpus[1].count(Op::Vmxoff),
+        vmxoffs,
+        "nor at unload"
+    );
+}
+
+#[test]
+fn the_power_callback_waits_for_a_running_request() {
+    let mut device = device(processors(2));
+    enter(&mut device);
+    let held = core::cell::RefCell::new(device.control.try_lock());
+    let mut waits = 0;
+    let mut lines = Lines::default();
+    device.power(PowerEvent::Suspend, &mut lines, &mut || {
+        waits += 1;
+        // The request finishes while the callback waits.
+        held.borrow_mut().take();
+    });
+    assert_eq!(waits, 1);
+    assert!(held.borrow().is_none());
+    drop(held);
+    assert!(all_pristine(&mut device));
 }

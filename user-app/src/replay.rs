@@ -49,6 +49,16 @@ mod tests {
             .insert((1, 0), r(0x50654, 0, 0x77fa_f3bf, 0xbfeb_fbff));
         cpu.msrs.insert(0x3a, Some(0x5));
         cpu.msrs.insert(0x480, Some(0x00d8_1000_0000_002b));
+        // The fixed-bit MSRs exist wherever VMX is reported: a live dump
+        // always has them, and the decision needs them.
+        for (msr, value) in [
+            (0x486, 0x8000_0021),
+            (0x487, 0xffff_ffff),
+            (0x488, 0x2000),
+            (0x489, 0x0037_27ff),
+        ] {
+            cpu.msrs.insert(msr, Some(value));
+        }
         cpu
     }
 

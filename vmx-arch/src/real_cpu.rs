@@ -100,4 +100,20 @@ impl Cpu for RealCpu {
             .map(outcome)
             .map_err(Fault::from_vector)
     }
+
+    fn vmclear(&mut self, region: u64) -> Result<VmxOutcome, Fault> {
+        // SAFETY: CPL 0; vmx-core passes a VMCS region it owns (VMCLEAR
+        // writes to it) and has checked its address.
+        unsafe { instructions::vmclear(region) }
+            .map(outcome)
+            .map_err(Fault::from_vector)
+    }
+
+    fn vmptrld(&mut self, region: u64) -> Result<VmxOutcome, Fault> {
+        // SAFETY: CPL 0; vmx-core passes a prepared VMCS region that it
+        // keeps until it clears it.
+        unsafe { instructions::vmptrld(region) }
+            .map(outcome)
+            .map_err(Fault::from_vector)
+    }
 }

@@ -60,8 +60,19 @@ impl ControlMsr {
     }
 }
 
+/// IA32_VMX_PROCBASED_CTLS3 (0x492): the tertiary processor-based
+/// controls. All 64 bits are allowed 1-settings.
+pub const IA32_VMX_PROCBASED_CTLS3: u32 = 0x492;
+/// IA32_VMX_EXIT_CTLS2 (0x493): the secondary VM-exit controls. All 64
+/// bits are allowed 1-settings.
+pub const IA32_VMX_EXIT_CTLS2: u32 = 0x493;
+
+/// Primary processor-based control bit 17: activate tertiary controls.
+const PROCBASED_TERTIARY: u32 = 17;
 /// Primary processor-based control bit 31: activate secondary controls.
 const PROCBASED_SECONDARY: u32 = 31;
+/// VM-exit control bit 31: activate secondary controls.
+const EXIT_SECONDARY: u32 = 31;
 /// Secondary control bit 1: enable EPT.
 const SECONDARY_EPT: u32 = 1;
 /// Secondary control bit 5: enable VPID.
@@ -111,6 +122,15 @@ pub struct VmxCapabilities {
     /// IA32_VMX_VMFUNC (0x491): exists only if secondary controls exist
     /// and bit 45 of IA32_VMX_PROCBASED_CTLS2 (enable VM functions) is 1.
     pub vmfunc: Option<u64>,
+    /// IA32_VMX_PROCBASED_CTLS3 (0x492): exists only if
+    /// IA32_VMX_PROCBASED_CTLS allows the 1-setting of bit 17, "activate
+    /// tertiary controls" (SDM Appendix A, "Tertiary Processor-Based
+    /// VM-Execution Controls").
+    pub procbased3: Option<u64>,
+    /// IA32_VMX_EXIT_CTLS2 (0x493): exists only if IA32_VMX_EXIT_CTLS
+    /// allows the 1-setting of bit 31, "activate secondary controls" (SDM
+    /// Appendix A, "Secondary VM-Exit Controls").
+    pub exit2: Option<u64>,
 }
 
 impl VmxCapabilities {
@@ -153,6 +173,16 @@ impl VmxCapabilities {
         } else {
             None
         };
+        let procbased3 = if procbased.is_some_and(|p| p.allows(PROCBASED_TERTIARY)) {
+            read(IA32_VMX_PROCBASED_CTLS3)
+        } else {
+            None
+        };
+        let exit2 = if exit.is_some_and(|e| e.allows(EXIT_SECONDARY)) {
+            read(IA32_VMX_EXIT_CTLS2)
+        } else {
+            None
+        };
         Self {
             basic,
             pinbased,
@@ -170,6 +200,8 @@ impl VmxCapabilities {
             true_exit,
             true_entry,
             vmfunc,
+            procbased3,
+            exit2,
         }
     }
 
@@ -182,6 +214,7 @@ impl VmxCapabilities {
         let primary = |bit| self.procbased.is_some_and(|c| c.allows(bit));
         let secondary = |bit| self.procbased2.is_some_and(|c| c.allows(bit));
         let ept = |bit: u32| self.ept_vpid.is_some_and(|v| v & (1 << bit) != 0);
+        let tertiary = |bit: u32| self.procbased3.is_some_and(|v| v & (1 << bit) != 0);
         let table = [
             (Capabilities::VNMI, pin(5)),
             (Capabilities::PREEMPTION_TIMER, pin(6)),
@@ -212,10 +245,12 @@ impl VmxCapabilities {
             (Capabilities::PLE, secondary(10)),
             (Capabilities::SHADOW_VMCS, secondary(14)),
             (Capabilities::PML, secondary(17)),
+            (Capabilities::EPT_VIOLATION_VE, secondary(18)),
             (Capabilities::EPT_MODE_BASED_EXEC, secondary(22)),
             (Capabilities::TSC_SCALING, secondary(25)),
             (Capabilities::USR_WAIT_PAUSE, secondary(26)),
             (Capabilities::NOTIFY_VM_EXITING, secondary(31)),
+            (Capabilities::IPI_VIRT, tertiary(4)),
         ];
         for (flag, present) in table {
             caps.set(flag, present);
@@ -284,10 +319,14 @@ bitflags! {
         const USR_WAIT_PAUSE = 1 << 25;
         /// Secondary bit 31: NOTIFY VM exiting.
         const NOTIFY_VM_EXITING = 1 << 26;
+        /// Secondary bit 18: EPT-violation #VE.
+        const EPT_VIOLATION_VE = 1 << 27;
+        /// Tertiary bit 4: IPI virtualization.
+        const IPI_VIRT = 1 << 28;
     }
 }
 
-const LINUX_NAMES: [(Capabilities, &str); 27] = [
+const LINUX_NAMES: [(Capabilities, &str); 29] = [
     (Capabilities::VNMI, "vnmi"),
     (Capabilities::PREEMPTION_TIMER, "preemption_timer"),
     (Capabilities::POSTED_INTR, "posted_intr"),
@@ -311,10 +350,12 @@ const LINUX_NAMES: [(Capabilities, &str); 27] = [
     (Capabilities::PLE, "ple"),
     (Capabilities::SHADOW_VMCS, "shadow_vmcs"),
     (Capabilities::PML, "pml"),
+    (Capabilities::EPT_VIOLATION_VE, "ept_violation_ve"),
     (Capabilities::EPT_MODE_BASED_EXEC, "ept_mode_based_exec"),
     (Capabilities::TSC_SCALING, "tsc_scaling"),
     (Capabilities::USR_WAIT_PAUSE, "usr_wait_pause"),
     (Capabilities::NOTIFY_VM_EXITING, "notify_vm_exiting"),
+    (Capabilities::IPI_VIRT, "ipi_virt"),
 ];
 
 impl Capabilities {
@@ -387,6 +428,8 @@ pub(crate) mod tests {
                 "ple",
                 "shadow_vmcs",
                 "pml",
+                // Secondary bit 18 is allowed by the model (0x48b bit 50).
+                "ept_violation_ve",
                 "tsc_scaling",
             ]
         );
@@ -407,8 +450,10 @@ pub(crate) mod tests {
         });
         assert_eq!(
             read,
+            // 0x492 exists: the primary controls allow "activate tertiary
+            // controls" (bit 49 of the MSR).
             [
-                0x481, 0x482, 0x483, 0x484, 0x485, 0x486, 0x487, 0x488, 0x489, 0x48a
+                0x481, 0x482, 0x483, 0x484, 0x485, 0x486, 0x487, 0x488, 0x489, 0x48a, 0x492
             ]
         );
         assert_eq!(caps.procbased2, None);
@@ -426,6 +471,59 @@ pub(crate) mod tests {
         });
         assert!(read.contains(&0x48b));
         assert!(!read.contains(&0x48c) && !read.contains(&0x491));
+    }
+
+    #[test]
+    fn tertiary_and_secondary_exit_controls_are_read_only_where_they_exist() {
+        let basic = VmxBasic::from_raw(0x0058_1000_0000_0001);
+        let read_with = |procbased: u64, exit: u64| {
+            let mut read = std::vec::Vec::new();
+            let caps = VmxCapabilities::read(basic, |msr| {
+                read.push(msr);
+                Some(match msr {
+                    0x482 => procbased,
+                    0x483 => exit,
+                    0x492 => 1 << 4,
+                    0x493 => 0x1,
+                    _ => 0,
+                })
+            });
+            (read, caps)
+        };
+        // Neither "activate tertiary controls" (primary bit 17) nor the
+        // exit controls' "activate secondary controls" (bit 31) allowed.
+        let (read, caps) = read_with(!(1u64 << 49) & !0xffff_ffff, !(1u64 << 63) & !0xffff_ffff);
+        assert!(
+            !read.contains(&0x492) && !read.contains(&0x493),
+            "{read:x?}"
+        );
+        assert!(!caps.names().contains(Capabilities::IPI_VIRT));
+        let (read, caps) = read_with(1 << 49, 1 << 63);
+        assert!(read.contains(&0x492) && read.contains(&0x493));
+        assert_eq!((caps.procbased3, caps.exit2), (Some(1 << 4), Some(1)));
+        assert!(caps.names().contains(Capabilities::IPI_VIRT));
+        assert_eq!(
+            Capabilities::IPI_VIRT
+                .linux_names()
+                .collect::<std::vec::Vec<_>>(),
+            ["ipi_virt"]
+        );
+    }
+
+    #[test]
+    fn ept_violation_ve_is_secondary_bit_18() {
+        let basic = VmxBasic::from_raw(0x0058_1000_0000_0001);
+        let caps = VmxCapabilities::read(basic, |msr| {
+            Some(match msr {
+                0x482 => 1 << 63,
+                0x48b => 1 << (32 + 18),
+                _ => 0,
+            })
+        });
+        assert_eq!(
+            caps.names().linux_names().collect::<std::vec::Vec<_>>(),
+            ["ept_violation_ve"]
+        );
     }
 
     #[test]
@@ -448,6 +546,6 @@ pub(crate) mod tests {
                 Some(name)
             );
         }
-        assert_eq!(Capabilities::all().linux_names().count(), 27);
+        assert_eq!(Capabilities::all().linux_names().count(), 29);
     }
 }

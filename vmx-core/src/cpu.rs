@@ -25,7 +25,7 @@ pub struct CpuidResult {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Fault {
     /// #UD, invalid opcode (vector 6): e.g. VMXON with CR4.VMXE clear,
-    /// VMXOFF outside VMX operation.
+    /// VMXOFF, VMCLEAR or VMPTRLD outside VMX operation.
     InvalidOpcode,
     /// #GP(0), general protection (vector 13): e.g. RDMSR of an MSR that
     /// does not exist, WRMSR to a locked IA32_FEATURE_CONTROL, VMXON with CR0
@@ -129,4 +129,21 @@ pub trait Cpu {
     /// The fault VMXOFF raised (#UD outside VMX operation), where the backend
     /// can catch it.
     fn vmxoff(&mut self) -> Result<VmxOutcome, Fault>;
+
+    /// VMCLEAR with the physical address of a VMCS region: its data is
+    /// written to the region, its launch state becomes "clear", and it is
+    /// no longer current if it was.
+    ///
+    /// # Errors
+    /// The fault VMCLEAR raised (#UD outside VMX operation), where the
+    /// backend can catch it.
+    fn vmclear(&mut self, region: u64) -> Result<VmxOutcome, Fault>;
+
+    /// VMPTRLD with the physical address of a VMCS region: it becomes the
+    /// current VMCS.
+    ///
+    /// # Errors
+    /// The fault VMPTRLD raised (#UD outside VMX operation), where the
+    /// backend can catch it.
+    fn vmptrld(&mut self, region: u64) -> Result<VmxOutcome, Fault>;
 }

@@ -8,11 +8,14 @@
 //! exactly as the live run did.
 
 use crate::capabilities::{Capabilities, VmxCapabilities};
+use crate::conformance::Nonconformance;
 use crate::cpu::{Cpu, CpuidResult};
-use crate::cpuid::{BrandString, CpuIdentity, Hypervisor, Vendor, brand_string};
-use crate::feature_control::{FeatureControl, FeatureControlState, IA32_FEATURE_CONTROL};
+use crate::cpuid::{BrandString, CpuIdentity, Hypervisor, brand_string};
+use crate::error::Error;
+use crate::feature_control::{FeatureControl, FeatureControlState};
 use crate::fixed_bits::CR4_VMXE;
-use crate::vmx_basic::{IA32_VMX_BASIC, VmxBasic};
+use crate::plan::{Decision, Readings, decide};
+use crate::vmx_basic::VmxBasic;
 
 /// The result of reading one MSR.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -187,7 +190,13 @@ pub enum Verdict {
     DisabledByFirmware,
     /// CR4.VMXE is set: another hypervisor owns VMX.
     InUse,
-    /// VMX is reported, but IA32_FEATURE_CONTROL could not be read.
+    /// VMX is reported, but the processor's own report rules VMXON out:
+    /// IA32_VMX_BASIC faults or is unusable, IA32_FEATURE_CONTROL or a
+    /// fixed-bit MSR faults, the fixed bits cannot be satisfied, or a set
+    /// CR0/CR4 bit is one FIXED1 forbids. A bug of the (nested) hypervisor
+    /// or of the firmware.
+    VmxUnusable,
+    /// VMX is reported, but what decides VMXON could not be read.
     Undetermined,
     /// Everything allows VMXON.
     Ready,
@@ -195,18 +204,20 @@ pub enum Verdict {
 
 impl Verdict {
     /// Every verdict, in order.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 8] = [
         Self::NotIntel,
         Self::NestedUnavailable,
         Self::NoVmx,
         Self::DisabledByFirmware,
         Self::InUse,
+        Self::VmxUnusable,
         Self::Undetermined,
         Self::Ready,
     ];
 
-    /// The contract name: `ready`, `not-intel`, `nested-unavailable`,
-    /// `no-vmx`, `disabled-by-firmware`, `in-use`, `undetermined`.
+    /// The contract name: `not-intel`, `nested-unavailable`, `no-vmx`,
+    /// `disabled-by-firmware`, `in-use`, `vmx-unusable`, `undetermined`,
+    /// `ready`.
     #[must_use]
     pub const fn name(self) -> &'static str {
         match self {
@@ -215,6 +226,7 @@ impl Verdict {
             Self::NoVmx => "no-vmx",
             Self::DisabledByFirmware => "disabled-by-firmware",
             Self::InUse => "in-use",
+            Self::VmxUnusable => "vmx-unusable",
             Self::Undetermined => "undetermined",
             Self::Ready => "ready",
         }
@@ -283,6 +295,9 @@ pub struct ProcessorReport {
     pub cr0: Option<u64>,
     /// CR4, where known.
     pub cr4: Option<u64>,
+    /// What [`plan::decide`](crate::plan::decide) made of the values: the
+    /// same decision entering makes.
+    pub decision: Decision,
     /// The verdict.
     pub verdict: Verdict,
 }
@@ -317,80 +332,109 @@ pub struct ProcessorReport {
 /// assert!(report.remedy().contains("nested=1"));
 /// ```
 pub fn diagnose<O: Observe + ?Sized>(source: &mut O) -> ProcessorReport {
-    let identity = CpuIdentity::read(|leaf, subleaf| source.cpuid(leaf, subleaf));
+    let readings = Readings::gather(source);
+    let identity = readings.identity;
     let brand = identity.and_then(|_| brand_string(|leaf, subleaf| source.cpuid(leaf, subleaf)));
-    let vmx_intel = identity.is_some_and(|i| i.vendor == Vendor::Intel && i.vmx());
-    let (feature_control, capabilities) = if vmx_intel {
-        let feature_control = match source.read_msr(IA32_FEATURE_CONTROL) {
+    let vmx = identity.is_some_and(|i| !i.vendor.is_amd_v() && i.vmx());
+    let (feature_control, capabilities) = if vmx {
+        let feature_control = match readings.feature_control {
             MsrRead::Value(raw) => FeatureControlReading::Read(FeatureControl::from_raw(raw)),
             MsrRead::Faulted => FeatureControlReading::Faulted,
             MsrRead::Unavailable => FeatureControlReading::Unavailable,
         };
-        let capabilities = source.read_msr(IA32_VMX_BASIC).value().map(|basic| {
+        // The MSRs the decision read are answered from its readings, never
+        // asked for twice.
+        let capabilities = readings.basic.value().map(|basic| {
             VmxCapabilities::read(VmxBasic::from_raw(basic), |msr| {
-                source.read_msr(msr).value()
+                readings
+                    .msr(msr)
+                    .unwrap_or_else(|| source.read_msr(msr))
+                    .value()
             })
         });
         (feature_control, capabilities)
     } else {
         (FeatureControlReading::NotRead, None)
     };
-    let cr0 = source.cr0();
-    let cr4 = source.cr4();
-    let verdict = verdict(identity, feature_control, cr4);
+    let decision = decide(&readings);
+    let verdict = Verdict::of(&decision, identity);
     ProcessorReport {
         identity,
         brand,
         feature_control,
         capabilities,
-        cr0,
-        cr4,
+        cr0: readings.cr0,
+        cr4: readings.cr4,
+        decision,
         verdict,
     }
 }
 
-fn verdict(
-    identity: Option<CpuIdentity>,
-    feature_control: FeatureControlReading,
-    cr4: Option<u64>,
-) -> Verdict {
-    let Some(identity) = identity else {
-        return Verdict::Undetermined;
-    };
-    if identity.vendor != Vendor::Intel {
-        return Verdict::NotIntel;
-    }
-    if identity.features.is_none() {
-        // Leaf 1 was not captured: nothing is known about VMX.
-        return Verdict::Undetermined;
-    }
-    if !identity.vmx() {
-        return if identity.hypervisor.is_some()
-            || identity.features.is_some_and(|f| f.hypervisor_present())
-        {
-            Verdict::NestedUnavailable
-        } else {
-            Verdict::NoVmx
-        };
-    }
-    if let FeatureControlReading::Read(fc) = feature_control {
-        if matches!(
-            fc.state(),
-            FeatureControlState::DisabledByFirmware | FeatureControlState::VmxOnlyInsideSmx
-        ) {
-            return Verdict::DisabledByFirmware;
+impl Verdict {
+    /// The verdict for a [`Decision`]: a refusal's verdict follows from its
+    /// error, so the diagnosis and entering cannot disagree.
+    #[must_use]
+    pub fn of(decision: &Decision, identity: Option<CpuIdentity>) -> Self {
+        match decision {
+            Decision::Enter(_) | Decision::AllowedUnlessControlRegisters => Self::Ready,
+            Decision::Unknown(_) => Self::Undetermined,
+            Decision::Refuse(error) => match error {
+                Error::NotIntel { .. } => Self::NotIntel,
+                Error::VmxNotSupported { hypervisor } => {
+                    if hypervisor.is_some()
+                        || identity
+                            .and_then(|i| i.features)
+                            .is_some_and(|f| f.hypervisor_present())
+                    {
+                        Self::NestedUnavailable
+                    } else {
+                        Self::NoVmx
+                    }
+                }
+                Error::DisabledByFirmware { .. } | Error::VmxOnlyInsideSmx { .. } => {
+                    Self::DisabledByFirmware
+                }
+                Error::InUse { .. } => Self::InUse,
+                _ => Self::VmxUnusable,
+            },
         }
     }
-    if cr4.is_some_and(|cr4| cr4 & CR4_VMXE != 0) {
-        return Verdict::InUse;
-    }
-    match feature_control {
-        FeatureControlReading::Read(_) => Verdict::Ready,
-        _ => Verdict::Undetermined,
+}
+
+/// A capability MSR that breaks the SDM's rules (see
+/// [`conformance`](crate::conformance)), with who reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CapabilityNote {
+    /// The rule broken.
+    pub nonconformance: Nonconformance,
+    /// The hypervisor whose virtual processor reports it, if any.
+    pub hypervisor: Option<Hypervisor>,
+}
+
+impl core::fmt::Display for CapabilityNote {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{}", self.nonconformance)?;
+        match self.hypervisor {
+            Some(h) => write!(f, " (reported by {h}: a bug of its nested VMX)"),
+            None => f.write_str(" (a bug of the processor or its firmware)"),
+        }
     }
 }
 
 impl ProcessorReport {
+    /// The capability MSRs' breaks of the SDM's rules, as notes: VMXON does
+    /// not depend on them, so they never decide the verdict.
+    pub fn capability_notes(&self) -> impl Iterator<Item = CapabilityNote> + '_ {
+        let hypervisor = self.hypervisor();
+        self.capabilities
+            .iter()
+            .flat_map(VmxCapabilities::nonconformances)
+            .map(move |nonconformance| CapabilityNote {
+                nonconformance,
+                hypervisor,
+            })
+    }
+
     /// The capabilities by name (empty without VMX).
     #[must_use]
     pub fn capability_names(&self) -> Capabilities {
@@ -423,12 +467,8 @@ impl ProcessorReport {
     pub fn remedy(&self) -> &'static str {
         match self.verdict {
             Verdict::NotIntel => {
-                if self.identity.is_some_and(|i| i.vendor.is_amd_v()) {
-                    "VT-x is Intel's: on AMD processors use AMD-V (SVM), which this project does \
-                     not drive; run on an Intel machine"
-                } else {
-                    "VT-x is Intel's: run on an Intel machine"
-                }
+                "this is an AMD-V processor: use AMD-V (SVM), which this project does not drive, \
+                 or run on a processor with VT-x (Intel, Centaur, Zhaoxin)"
             }
             Verdict::NestedUnavailable => self
                 .hypervisor()
@@ -440,16 +480,40 @@ impl ProcessorReport {
                  (ark.intel.com) and enabled in firmware setup, then power-cycle"
             }
             Verdict::DisabledByFirmware => {
-                "enable \"Intel Virtualization Technology\" (VT-x) in firmware setup, then power \
-                 the machine off and on (a warm reboot keeps the MSR locked)"
+                if matches!(self.feature_control, FeatureControlReading::Read(fc) if fc.state() == FeatureControlState::VmxOnlyInsideSmx)
+                {
+                    "firmware enabled VT-x only for TXT measured launches: enable \"Intel \
+                     Virtualization Technology\" itself (not only \"with TXT\") in firmware \
+                     setup, then power the machine off and on"
+                } else {
+                    "enable \"Intel Virtualization Technology\" (VT-x) in firmware setup, then \
+                     power the machine off and on (a warm reboot keeps the MSR locked)"
+                }
             }
             Verdict::InUse => {
                 "another hypervisor owns VMX on this processor: stop it (KVM: rmmod kvm_intel; \
                  Windows: turn off Hyper-V, VBS/memory integrity and WSL2), then try again"
             }
+            Verdict::VmxUnusable => {
+                if self.hypervisor().is_some() {
+                    "this is a bug of the hypervisor that runs this machine: its VMX capability \
+                     MSRs break the SDM's rules; update it, or report the values above to its \
+                     vendor (a different CPU model setting may avoid it)"
+                } else {
+                    "the processor or its firmware reports VMX capabilities that break the SDM's \
+                     rules: update the firmware (BIOS/UEFI) and its microcode, and report the \
+                     values above to the vendor"
+                }
+            }
             Verdict::Undetermined => {
-                "run with the privilege to read MSRs: on Linux as root with the msr module \
-                 (`sudo modprobe msr`), on Windows with the driver loaded"
+                if self.identity.is_none() {
+                    "the dump has no CPUID leaf 0: capture it again with `vmx-check dump`"
+                } else if self.identity.is_some_and(|i| i.features.is_none()) {
+                    "CPUID leaf 1 is missing: capture the dump again with `vmx-check dump`"
+                } else {
+                    "run with the privilege to read MSRs: on Linux as root with the msr module \
+                     (`sudo modprobe msr`), on Windows with the driver loaded"
+                }
             }
             Verdict::Ready => {
                 if matches!(self.feature_control, FeatureControlReading::Read(fc) if fc.state() == FeatureControlState::Unlocked)
@@ -479,7 +543,7 @@ impl core::fmt::Display for Reason<'_> {
             Verdict::NotIntel => {
                 write!(
                     f,
-                    "the vendor is {}, not GenuineIntel",
+                    "the vendor is {}, an AMD-V processor: CPUID.1:ECX bit 5 is not VMX there",
                     signature_text(&identity.vendor.signature())
                 )?;
                 if identity.svm {
@@ -505,7 +569,9 @@ impl core::fmt::Display for Reason<'_> {
                 {
                     write!(
                         f,
-                        "IA32_FEATURE_CONTROL = {:#x}: locked, VMX allowed only inside SMX (TXT)",
+                        "IA32_FEATURE_CONTROL = {:#x}: locked with VMX enabled only inside SMX \
+                         operation (bit 1, a TXT measured launch); VMX outside SMX (bit 2) is \
+                         clear, so VMXON raises #GP for an ordinary OS or driver",
                         fc.raw()
                     )
                 }
@@ -521,14 +587,22 @@ impl core::fmt::Display for Reason<'_> {
                 "CR4 = {:#x}: CR4.VMXE (bit 13) is already set",
                 report.cr4.unwrap_or(0)
             ),
-            Verdict::Undetermined => match report.feature_control {
-                FeatureControlReading::Faulted => {
-                    f.write_str("VMX is reported, but reading IA32_FEATURE_CONTROL raised #GP")
-                }
+            Verdict::VmxUnusable => match report.decision {
+                Decision::Refuse(error) => write!(
+                    f,
+                    "VMX is reported, but the processor's own report rules VMXON out: {error}"
+                ),
+                _ => f.write_str("VMX is reported, but the processor's own report rules VMXON out"),
+            },
+            Verdict::Undetermined => match report.decision {
                 _ if identity.features.is_none() => f.write_str("CPUID leaf 1 is not available"),
-                _ => {
+                Decision::Unknown(crate::plan::Missing::Msr(0x3a)) => {
                     f.write_str("VMX is reported, but IA32_FEATURE_CONTROL could not be read here")
                 }
+                Decision::Unknown(missing) => {
+                    write!(f, "VMX is reported, but {missing} could not be read here")
+                }
+                _ => f.write_str("VMX is reported, but not everything VMXON depends on is known"),
             },
             Verdict::Ready => match report.feature_control {
                 FeatureControlReading::Read(fc) => write!(

@@ -16,6 +16,10 @@ pub enum Instruction {
     Vmxon,
     /// VMXOFF.
     Vmxoff,
+    /// VMCLEAR.
+    Vmclear,
+    /// VMPTRLD.
+    Vmptrld,
 }
 
 impl core::fmt::Display for Instruction {
@@ -25,6 +29,8 @@ impl core::fmt::Display for Instruction {
             Self::Wrmsr(msr) => write!(f, "WRMSR {msr:#x}"),
             Self::Vmxon => f.write_str("VMXON"),
             Self::Vmxoff => f.write_str("VMXOFF"),
+            Self::Vmclear => f.write_str("VMCLEAR"),
+            Self::Vmptrld => f.write_str("VMPTRLD"),
         }
     }
 }
@@ -34,8 +40,11 @@ impl core::fmt::Display for Instruction {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// CPUID leaf 0 does not say `GenuineIntel`: VT-x is Intel's.
-    #[error("the processor is not Intel ({vendor}): VT-x is Intel's{}", if vendor.is_amd_v() { "; this is an AMD-V (SVM) processor" } else { "" })]
+    /// CPUID leaf 0 names an AMD-V vendor (AMD, Hygon), whose CPUID.1:ECX
+    /// bit 5 is not VMX. Every other vendor is decided by the VMX bit.
+    #[error(
+        "the processor is {vendor}, an AMD-V (SVM) processor: VT-x (VMX) is not implemented there"
+    )]
     NotIntel {
         /// The vendor CPUID reports.
         vendor: Vendor,
@@ -95,6 +104,22 @@ pub enum Error {
         /// IA32_VMX_BASIC as read.
         basic: u64,
     },
+    /// IA32_VMX_BASIC reports a region size of 0.
+    #[error(
+        "IA32_VMX_BASIC ({basic:#x}) reports a VMXON region size of 0 (bits 44:32), where the SDM promises a value greater than 0"
+    )]
+    RegionSizeZero {
+        /// IA32_VMX_BASIC as read.
+        basic: u64,
+    },
+    /// IA32_VMX_BASIC has bit 31 set, which the SDM says is always 0.
+    #[error(
+        "IA32_VMX_BASIC ({basic:#x}) has bit 31 set, which the SDM says is always 0: the VMCS revision identifier cannot be trusted"
+    )]
+    RevisionBit31Set {
+        /// IA32_VMX_BASIC as read.
+        basic: u64,
+    },
     /// IA32_VMX_BASIC names a memory type other than write-back.
     #[error("IA32_VMX_BASIC ({basic:#x}) names memory type {memory_type}, not write-back (6)")]
     UnsupportedMemoryType {
@@ -131,6 +156,25 @@ pub enum Error {
         /// FIXED1 as read.
         fixed1: u64,
     },
+    /// A CR0 or CR4 bit that the running system set (or VMXE, which VMX
+    /// operation needs) is one that IA32_VMX_CRn_FIXED1 forbids: vmx-core
+    /// never clears a set bit to meet FIXED1 (clearing CR4.PAE or LA57 in
+    /// IA-32e mode is a #GP; clearing PKE, OSXSAVE, SMEP or SMAP breaks or
+    /// weakens the running OS).
+    #[error(
+        "{register}.{name} (bit {bit}) is set in {register} = {value:#x}, but IA32_VMX_{register}_FIXED1 = {fixed1:#x} requires it to be 0 in VMX operation; vmx-core does not clear a bit the running system depends on",
+        name = crate::fixed_bits::bit_name(*register, *bit)
+    )]
+    FixedBitForbidden {
+        /// The register.
+        register: ControlRegister,
+        /// The lowest such bit.
+        bit: u8,
+        /// The register's value (VMXE included for CR4).
+        value: u64,
+        /// IA32_VMX_CRn_FIXED1 as read.
+        fixed1: u64,
+    },
     /// Meeting the fixed bits would change a CR0 bit that the running
     /// system depends on (PE or PG).
     #[error(
@@ -142,21 +186,51 @@ pub enum Error {
         /// CR0 as the fixed bits would have it.
         adjusted: u64,
     },
-    /// VMXON or VMXOFF set CF: VMfailInvalid.
+    /// A VMCS region is not 4 KiB aligned (VMCLEAR and VMPTRLD would fail
+    /// with VM-instruction error 2 or 9).
+    #[error("the VMCS region at {physical_address:#x} is not 4 KiB aligned")]
+    VmcsMisaligned {
+        /// Its physical address.
+        physical_address: u64,
+    },
+    /// A VMCS region lies beyond the physical-address width (VMCLEAR and
+    /// VMPTRLD would fail with VM-instruction error 2 or 9).
     #[error(
-        "{instruction} failed with VMfailInvalid (invalid region pointer or revision identifier)"
+        "the VMCS region at {physical_address:#x} is beyond the {width}-bit physical-address width"
     )]
+    VmcsBeyondAddressWidth {
+        /// Its physical address.
+        physical_address: u64,
+        /// The width it must fit in.
+        width: u8,
+    },
+    /// A VMCS region would be the VMXON region (VMCLEAR and VMPTRLD would
+    /// fail with VM-instruction error 3 or 10).
+    #[error("the VMCS region at {physical_address:#x} is this processor's VMXON region")]
+    VmcsIsVmxonRegion {
+        /// Its physical address.
+        physical_address: u64,
+    },
+    /// A VMX instruction set CF: VMfailInvalid.
+    #[error("{instruction} failed with VMfailInvalid{}", FailInvalidCause(*instruction))]
     VmFailInvalid {
         /// The instruction.
         instruction: Instruction,
     },
-    /// VMXON or VMXOFF set ZF: VMfailValid with an error number.
+    /// A VMX instruction set ZF: VMfailValid with an error number.
     #[error("{instruction} failed with VMfailValid, {error}")]
     VmFailValid {
         /// The instruction.
         instruction: Instruction,
         /// The VM-instruction error.
         error: VmInstructionError,
+    },
+    /// A value the decision needs could not be read (only from an observer
+    /// that cannot answer everything; a [`Cpu`](crate::Cpu) always can).
+    #[error("{missing} could not be read, so whether VMXON may run is not known")]
+    NotKnown {
+        /// What was missing.
+        missing: crate::plan::Missing,
     },
     /// Entering on a processor that is already in VMX operation (by us).
     #[error("this processor is already in VMX operation")]
@@ -178,6 +252,37 @@ pub enum Error {
         /// The number of slots.
         capacity: usize,
     },
+}
+
+/// What VMfailInvalid means for an instruction: only what the instruction's
+/// operation in the SDM implies.
+struct FailInvalidCause(Instruction);
+
+impl core::fmt::Display for FailInvalidCause {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.0 {
+            Instruction::Vmxon => f.write_str(
+                " (the VMXON pointer is not 4 KiB aligned or sets bits beyond the physical-address \
+                 width, or the region does not start with the VMCS revision identifier; or the \
+                 processor is already in VMX root operation with no current VMCS)",
+            ),
+            Instruction::Vmxoff => f.write_str(
+                " (the dual-monitor treatment of SMIs and SMM is active and there is no current \
+                 VMCS to hold the error number)",
+            ),
+            Instruction::Vmclear => f.write_str(
+                " (the VMCS pointer is not 4 KiB aligned, sets bits beyond the physical-address \
+                 width or is the VMXON pointer, and there is no current VMCS to hold the error \
+                 number)",
+            ),
+            Instruction::Vmptrld => f.write_str(
+                " (the VMCS pointer is not 4 KiB aligned, sets bits beyond the physical-address \
+                 width or is the VMXON pointer, or the region does not start with the VMCS \
+                 revision identifier, and there is no current VMCS to hold the error number)",
+            ),
+            Instruction::Rdmsr(_) | Instruction::Wrmsr(_) => Ok(()),
+        }
+    }
 }
 
 /// " (a guest of X, which does not expose nested VT-x)", or nothing.
@@ -228,7 +333,7 @@ mod tests {
             vendor: Vendor::Amd,
         };
         assert!(
-            std::format!("{amd}").contains("(AuthenticAMD)")
+            std::format!("{amd}").contains("AuthenticAMD")
                 && std::format!("{amd}").contains("AMD-V")
         );
         let at = ProcessorError {
@@ -238,5 +343,21 @@ mod tests {
             },
         };
         assert!(std::format!("{at}").starts_with("processor 3: VMXON failed with VMfailInvalid"));
+        // VMfailInvalid claims only what the instruction implies.
+        let off = std::format!(
+            "{}",
+            Error::VmFailInvalid {
+                instruction: Instruction::Vmxoff
+            }
+        );
+        assert!(
+            off.contains("dual-monitor") && !off.contains("pointer"),
+            "{off}"
+        );
+        let on = std::format!("{}", at.error);
+        assert!(
+            on.contains("no current VMCS") && !on.contains("dual-monitor"),
+            "{on}"
+        );
     }
 }

@@ -32,6 +32,16 @@ bitflags! {
 }
 
 /// What IA32_FEATURE_CONTROL allows, for software outside SMX operation.
+///
+/// SDM, "Enabling and Entering VMX Operation": VMXON inside SMX operation
+/// (after GETSEC\[SENTER\], a measured launch such as tboot's) needs bit 1;
+/// outside SMX operation, bit 2. CR4.SMXE alone does not say the processor
+/// is in SMX operation. Without a measured launch, which is every case this
+/// project meets, outside-SMX is the rule, and these states are decided by
+/// it. Under a measured launch, a locked value with bit 1 set
+/// ([`VmxOnlyInsideSmx`](Self::VmxOnlyInsideSmx) included) would allow
+/// VMXON, and one with only bit 2 would not; vmx-core does not detect a
+/// measured launch (Linux asks tboot) and does not claim either.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FeatureControlState {
     /// Locked with VMX-outside-SMX set: VMXON is allowed.
@@ -39,8 +49,9 @@ pub enum FeatureControlState {
     /// Locked with neither VMX bit set: firmware turned VT-x off, and only a
     /// firmware setting and a power cycle turn it on.
     DisabledByFirmware,
-    /// Locked with only VMX-inside-SMX set: VMXON works only inside a TXT
-    /// measured launch, not for an ordinary OS or driver.
+    /// Locked with only VMX-inside-SMX set (e.g. 0x3): VMX is enabled only
+    /// inside SMX operation, that is, after a TXT measured launch; for an
+    /// ordinary OS or driver VMXON raises #GP, as if VT-x were disabled.
     VmxOnlyInsideSmx,
     /// Not locked: the OS may enable VMX and lock the MSR (see
     /// [`FeatureControl::lock_value`]); VMXON faults until then.
@@ -102,16 +113,19 @@ impl FeatureControl {
 
     /// The value to write to an unlocked MSR so that VMXON is allowed:
     /// every bit kept, plus lock and VMX-outside-SMX, plus VMX-inside-SMX
-    /// when CR4.SMXE is set (as Linux's `feat_ctl.c` does, so that a later
-    /// measured launch keeps VMX).
+    /// when the processor supports SMX (`smx_supported`: CPUID.1:ECX.SMX,
+    /// bit 6), so that a later measured launch (GETSEC\[SENTER\], as tboot
+    /// does) keeps VMX. On a processor without SMX, setting bit 1 is a #GP.
+    /// CR4.SMXE is not the test: it says SMX may be entered, not that it
+    /// is supported or in use.
     ///
     /// Never the lock bit alone: a lock without an enable bit turns VT-x off
     /// until reset.
     #[must_use]
-    pub fn lock_value(self, cr4_smxe: bool) -> u64 {
+    pub fn lock_value(self, smx_supported: bool) -> u64 {
         let mut flags =
             self.flags() | FeatureControlFlags::LOCK | FeatureControlFlags::VMX_OUTSIDE_SMX;
-        if cr4_smxe {
+        if smx_supported {
             flags |= FeatureControlFlags::VMX_INSIDE_SMX;
         }
         flags.bits()

@@ -17,6 +17,51 @@ pub const CR4_VMXE: u64 = 1 << 13;
 /// CR4.SMXE, SMX enable (bit 14).
 pub const CR4_SMXE: u64 = 1 << 14;
 
+/// The SDM's name of a CR0 or CR4 bit ("Control Registers"), or `"bit"`
+/// for one without a name.
+#[must_use]
+pub const fn bit_name(register: ControlRegister, bit: u8) -> &'static str {
+    match (register, bit) {
+        (ControlRegister::Cr0, 0) => "PE",
+        (ControlRegister::Cr0, 1) => "MP",
+        (ControlRegister::Cr0, 2) => "EM",
+        (ControlRegister::Cr0, 3) => "TS",
+        (ControlRegister::Cr0, 4) => "ET",
+        (ControlRegister::Cr0, 5) => "NE",
+        (ControlRegister::Cr0, 16) => "WP",
+        (ControlRegister::Cr0, 18) => "AM",
+        (ControlRegister::Cr0, 29) => "NW",
+        (ControlRegister::Cr0, 30) => "CD",
+        (ControlRegister::Cr0, 31) => "PG",
+        (ControlRegister::Cr4, 0) => "VME",
+        (ControlRegister::Cr4, 1) => "PVI",
+        (ControlRegister::Cr4, 2) => "TSD",
+        (ControlRegister::Cr4, 3) => "DE",
+        (ControlRegister::Cr4, 4) => "PSE",
+        (ControlRegister::Cr4, 5) => "PAE",
+        (ControlRegister::Cr4, 6) => "MCE",
+        (ControlRegister::Cr4, 7) => "PGE",
+        (ControlRegister::Cr4, 8) => "PCE",
+        (ControlRegister::Cr4, 9) => "OSFXSR",
+        (ControlRegister::Cr4, 10) => "OSXMMEXCPT",
+        (ControlRegister::Cr4, 11) => "UMIP",
+        (ControlRegister::Cr4, 12) => "LA57",
+        (ControlRegister::Cr4, 13) => "VMXE",
+        (ControlRegister::Cr4, 14) => "SMXE",
+        (ControlRegister::Cr4, 16) => "FSGSBASE",
+        (ControlRegister::Cr4, 17) => "PCIDE",
+        (ControlRegister::Cr4, 18) => "OSXSAVE",
+        (ControlRegister::Cr4, 19) => "KL",
+        (ControlRegister::Cr4, 20) => "SMEP",
+        (ControlRegister::Cr4, 21) => "SMAP",
+        (ControlRegister::Cr4, 22) => "PKE",
+        (ControlRegister::Cr4, 23) => "CET",
+        (ControlRegister::Cr4, 24) => "PKS",
+        (ControlRegister::Cr4, 25) => "UINTR",
+        _ => "bit",
+    }
+}
+
 /// Which control register a fixed-bit pair constrains.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ControlRegister {

@@ -24,8 +24,6 @@ impl VmxOutcome {
     /// VM-instruction error field only when ZF says there is one.
     #[must_use]
     pub fn from_rflags(rflags: u64, error: impl FnOnce() -> u32) -> Self {
-        const CF: u64 = 1 << 0;
-        const ZF: u64 = 1 << 6;
         if rflags & CF != 0 {
             Self::FailInvalid
         } else if rflags & ZF != 0 {
@@ -34,6 +32,36 @@ impl VmxOutcome {
             Self::Succeed
         }
     }
+}
+
+/// RFLAGS.CF.
+const CF: u64 = 1 << 0;
+/// RFLAGS.PF.
+const PF: u64 = 1 << 2;
+/// RFLAGS.AF.
+const AF: u64 = 1 << 4;
+/// RFLAGS.ZF.
+const ZF: u64 = 1 << 6;
+/// RFLAGS.SF.
+const SF: u64 = 1 << 7;
+/// RFLAGS.OF.
+const OF: u64 = 1 << 11;
+
+/// The six arithmetic flags every VMX instruction outcome writes.
+pub const VMX_OUTCOME_FLAGS: u64 = CF | PF | AF | ZF | SF | OF;
+
+/// Whether `rflags` can be what a VMX instruction left: SDM,
+/// "Conventions": VMsucceed clears CF, PF, AF, ZF, SF and OF; VMfailInvalid
+/// sets CF and clears the other five; VMfailValid sets ZF and clears the
+/// other five. So after any outcome PF, AF, SF and OF are clear and at most
+/// one of CF and ZF is set.
+///
+/// A test build that sets all six before the instruction (vmx-arch's
+/// `preset-flags`) proves with this that it read the flags the instruction
+/// wrote: the preset value itself is never a VMX outcome.
+#[must_use]
+pub const fn written_by_vmx_instruction(rflags: u64) -> bool {
+    rflags & (PF | AF | SF | OF) == 0 && rflags & (CF | ZF) != (CF | ZF)
 }
 
 impl core::fmt::Display for VmxOutcome {
@@ -149,6 +177,22 @@ mod tests {
             VmInstructionError::from_number(15),
             VmInstructionError::VmxonInVmxRoot
         );
+    }
+
+    #[test]
+    fn only_what_a_vmx_outcome_leaves_counts_as_written() {
+        // RFLAGS bit 1 is always set; the interrupt flag is not touched.
+        for untouched in [0x2, 0x202] {
+            assert!(written_by_vmx_instruction(untouched)); // VMsucceed
+            assert!(written_by_vmx_instruction(untouched | CF)); // VMfailInvalid
+            assert!(written_by_vmx_instruction(untouched | ZF)); // VMfailValid
+            // The preset of vmx-arch's `preset-flags` build, left unwritten.
+            assert!(!written_by_vmx_instruction(untouched | VMX_OUTCOME_FLAGS));
+            assert!(!written_by_vmx_instruction(untouched | CF | ZF));
+            for flag in [PF, AF, SF, OF] {
+                assert!(!written_by_vmx_instruction(untouched | flag));
+            }
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! VMX Operation", Appendix A).
 //!
 //! The crate knows no hardware: its logic runs against the [`Cpu`] trait
-//! (CPUID, MSRs, CR0/CR4, VMXON/VMXOFF) and the platform traits
+//! (CPUID, MSRs, CR0/CR4, VMXON/VMXOFF, VMCLEAR/VMPTRLD) and the platform traits
 //! [`Processors`] and [`PageAllocator`]. `vmx-arch` implements [`Cpu`] with
 //! real instructions; a Windows driver, a UEFI application or a bare-metal
 //! kernel implements the platform traits. No `unsafe`, no allocation, no
@@ -51,6 +51,8 @@
 //! #     fn write_cr4(&mut self, v: u64) { self.cr4 = v }
 //! #     fn vmxon(&mut self, _: u64) -> Result<VmxOutcome, Fault> { self.on = true; Ok(VmxOutcome::Succeed) }
 //! #     fn vmxoff(&mut self) -> Result<VmxOutcome, Fault> { self.on = false; Ok(VmxOutcome::Succeed) }
+//! #     fn vmclear(&mut self, _: u64) -> Result<VmxOutcome, Fault> { Ok(VmxOutcome::Succeed) }
+//! #     fn vmptrld(&mut self, _: u64) -> Result<VmxOutcome, Fault> { Ok(VmxOutcome::Succeed) }
 //! # }
 //! struct OneProcessor(Sim);
 //! impl Processors for OneProcessor {
@@ -109,6 +111,7 @@ extern crate std;
 extern crate alloc;
 
 pub mod capabilities;
+pub mod conformance;
 pub mod counting;
 pub mod cpu;
 pub mod cpuid;
@@ -118,18 +121,22 @@ pub mod feature_control;
 pub mod fixed_bits;
 pub mod inject;
 pub mod instruction;
+pub mod linux_facts;
 pub mod operation;
+pub mod plan;
 pub mod platform;
 pub mod processors;
 pub mod region;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
+pub mod vmcs;
 pub mod vmx_basic;
 
 #[cfg(test)]
 mod tests;
 
 pub use capabilities::{Capabilities, ControlMsr, VmxCapabilities};
+pub use conformance::Nonconformance;
 pub use counting::{Counting, OperationCounts};
 #[cfg(any(test, feature = "mock"))]
 pub use cpu::MockCpu;
@@ -140,7 +147,10 @@ pub use error::{Error, Instruction, ProcessorError, Result};
 pub use feature_control::{FeatureControl, FeatureControlState};
 pub use fixed_bits::FixedBits;
 pub use instruction::{VmInstructionError, VmxOutcome};
+pub use linux_facts::{LinuxFacts, Refined, refine};
 pub use operation::{EnterFailure, LeaveFailure, Processor, ProcessorStatus};
+pub use plan::{Decision, Missing, Plan, Readings, decide};
 pub use platform::{OutOfMemory, Page, PageAllocator, ProcessorUnavailable, Processors};
 pub use processors::{enter_all, leave_all};
+pub use vmcs::Vmcs;
 pub use vmx_basic::VmxBasic;

@@ -2,18 +2,14 @@
 //! "Enabling and Entering VMX Operation", "Leaving VMX Operation", and
 //! VMXON's operation in the instruction reference).
 
-use crate::cpu::Cpu;
-use crate::cpuid::CpuIdentity;
+use crate::cpu::{Cpu, Fault};
 use crate::error::{Error, Instruction, Result};
 use crate::feature_control::{FeatureControl, FeatureControlState, IA32_FEATURE_CONTROL};
-use crate::fixed_bits::{
-    CR0_PE, CR0_PG, CR4_SMXE, CR4_VMXE, ControlRegister, FixedBits, IA32_VMX_CR0_FIXED0,
-    IA32_VMX_CR0_FIXED1, IA32_VMX_CR4_FIXED0, IA32_VMX_CR4_FIXED1,
-};
+use crate::fixed_bits::ControlRegister;
 use crate::instruction::VmxOutcome;
+use crate::plan::{self, Decision, Missing};
 use crate::platform::Page;
 use crate::region;
-use crate::vmx_basic::{IA32_VMX_BASIC, VmxBasic};
 
 /// What one processor's VMX operation looks like from outside.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -33,8 +29,9 @@ pub enum ProcessorStatus {
     },
 }
 
-/// Entering failed; the processor is as it was and the page is handed back
-/// for freeing.
+/// Entering failed; the processor is as it was (but for an
+/// IA32_FEATURE_CONTROL that entering locked: the lock holds until reset)
+/// and the page is handed back for freeing.
 #[derive(Debug)]
 pub struct EnterFailure<P> {
     /// Why.
@@ -49,22 +46,29 @@ pub struct LeaveFailure<P> {
     /// Why.
     pub error: Error,
     /// The page, when the processor is out of VMX operation after all (its
-    /// VMXOFF raised #UD: something else left VMX operation first) and the
-    /// page may be freed; `None` when the processor stays in VMX operation
-    /// and the page stays in use.
+    /// VMXOFF raised #UD, the one answer that means "not in VMX operation":
+    /// something else left it first) and the page may be freed; `None` when
+    /// the processor may still be in VMX operation (VMfail, #GP or any other
+    /// fault) and the page stays in use.
     pub region: Option<P>,
 }
 
-#[derive(Debug)]
-struct Entered<P> {
-    region: P,
-    revision_id: u32,
+/// What entering changed in CR0 and CR4.
+#[derive(Debug, Clone, Copy)]
+struct Changes {
     original_cr0: u64,
     original_cr4: u64,
     /// The CR0 bits entering changed.
     cr0_changed: u64,
     /// The CR4 bits entering changed (VMXE among them).
     cr4_changed: u64,
+}
+
+#[derive(Debug)]
+struct Entered<P> {
+    region: P,
+    revision_id: u32,
+    changes: Changes,
 }
 
 /// The VMX state of one logical processor, owned by whoever drives it: a
@@ -79,16 +83,6 @@ impl<P> Default for Processor<P> {
     fn default() -> Self {
         Self { entered: None }
     }
-}
-
-/// The facts read before any state changes.
-struct Plan {
-    feature_control: FeatureControl,
-    basic: VmxBasic,
-    cr0: u64,
-    cr4: u64,
-    cr0_target: u64,
-    cr4_target: u64,
 }
 
 impl<P> Processor<P> {
@@ -114,8 +108,8 @@ impl<P: Page> Processor<P> {
             Some(e) => ProcessorStatus::On {
                 region: e.region.physical_address(),
                 revision_id: e.revision_id,
-                original_cr0: e.original_cr0,
-                original_cr4: e.original_cr4,
+                original_cr0: e.changes.original_cr0,
+                original_cr4: e.changes.original_cr4,
             },
         }
     }
@@ -123,15 +117,21 @@ impl<P: Page> Processor<P> {
     /// Enters VMX operation on the processor `cpu` runs on, with `region`
     /// as the VMXON region.
     ///
-    /// In order: CPUID vendor and VMX bit; IA32_FEATURE_CONTROL; CR4.VMXE
-    /// not already set; IA32_VMX_BASIC and the CR0/CR4 fixed bits; the
-    /// region's address and contents. Only then does anything change: an
-    /// unlocked IA32_FEATURE_CONTROL is locked with VMX enabled (read back
-    /// and verified), CR4 gets VMXE and its fixed bits, CR0 its fixed bits,
-    /// and VMXON runs. If VMXON does not succeed, CR0 and CR4 are put back
-    /// exactly as they were. Each MSR is read once (IA32_FEATURE_CONTROL
-    /// twice when it is locked here), CR0 and CR4 once each, and each is
-    /// written at most once on the way in.
+    /// First every check, with nothing changed: [`plan::decide`] over what
+    /// the processor reports (the same decision the diagnosis makes, so
+    /// `ready` there means this goes ahead), then the region's address.
+    /// Only then does anything change: an unlocked IA32_FEATURE_CONTROL is
+    /// locked with VMX enabled (read back and verified), CR4 gets VMXE and
+    /// the bits FIXED0 requires, CR0 the bits FIXED0 requires (never is a
+    /// set bit cleared), and VMXON runs. If VMXON does not succeed, the
+    /// bits entering changed in CR0 and CR4 are put back, and only those.
+    /// Each MSR is read once (IA32_FEATURE_CONTROL twice when it is locked
+    /// here), CR0 and CR4 once each, and each is written at most once on
+    /// the way in.
+    ///
+    /// The processor is then as it was, with one exception: an
+    /// IA32_FEATURE_CONTROL that entering locked stays locked (with VMX
+    /// enabled) until the next reset, whatever happens after.
     ///
     /// # Errors
     /// The first check that fails, or VMXON's outcome; the page comes back
@@ -147,27 +147,54 @@ impl<P: Page> Processor<P> {
                 region,
             });
         }
-        let plan = match plan(cpu, &region) {
-            Ok(plan) => plan,
-            Err(error) => return Err(EnterFailure { error, region }),
+        let plan = match plan::decide_for(cpu) {
+            Decision::Enter(plan) => plan,
+            Decision::Refuse(error) => return Err(EnterFailure { error, region }),
+            // A Cpu answers CR0 and CR4; this is for observers that cannot.
+            Decision::AllowedUnlessControlRegisters => {
+                return Err(EnterFailure {
+                    error: Error::NotKnown {
+                        missing: Missing::ControlRegister(ControlRegister::Cr4),
+                    },
+                    region,
+                });
+            }
+            Decision::Unknown(missing) => {
+                return Err(EnterFailure {
+                    error: Error::NotKnown { missing },
+                    region,
+                });
+            }
         };
+        if let Err(error) = region::check_address(
+            region.physical_address(),
+            plan.identity.physical_address_width,
+            plan.basic,
+        ) {
+            return Err(EnterFailure { error, region });
+        }
         region::prepare(region.bytes_mut(), plan.basic);
-        if let Err(error) = enable_in_feature_control(cpu, plan.feature_control, plan.cr4) {
+        if let Err(error) =
+            enable_in_feature_control(cpu, plan.feature_control, plan.identity.smx())
+        {
             return Err(EnterFailure { error, region });
         }
         cpu.write_cr4(plan.cr4_target);
         if plan.cr0_target != plan.cr0 {
             cpu.write_cr0(plan.cr0_target);
         }
+        let changes = Changes {
+            original_cr0: plan.cr0,
+            original_cr4: plan.cr4,
+            cr0_changed: plan.cr0 ^ plan.cr0_target,
+            cr4_changed: plan.cr4 ^ plan.cr4_target,
+        };
         let error = match cpu.vmxon(region.physical_address()) {
             Ok(VmxOutcome::Succeed) => {
                 self.entered = Some(Entered {
                     region,
                     revision_id: plan.basic.revision_id(),
-                    original_cr0: plan.cr0,
-                    original_cr4: plan.cr4,
-                    cr0_changed: plan.cr0 ^ plan.cr0_target,
-                    cr4_changed: plan.cr4 ^ plan.cr4_target,
+                    changes,
                 });
                 return Ok(());
             }
@@ -177,12 +204,9 @@ impl<P: Page> Processor<P> {
                 fault,
             },
         };
-        // Roll back in reverse order. KVM likewise clears CR4.VMXE when
-        // VMXON faults.
-        if plan.cr0_target != plan.cr0 {
-            cpu.write_cr0(plan.cr0);
-        }
-        cpu.write_cr4(plan.cr4);
+        // Roll back what entering changed, and only that, as leaving does.
+        // KVM likewise clears CR4.VMXE when VMXON faults.
+        changes.undo(cpu);
         Err(EnterFailure { error, region })
     }
 
@@ -203,7 +227,10 @@ impl<P: Page> Processor<P> {
             });
         };
         match cpu.vmxoff() {
-            Ok(VmxOutcome::Succeed) => Ok(restore(cpu, entered)),
+            Ok(VmxOutcome::Succeed) => {
+                entered.changes.undo(cpu);
+                Ok(entered.region)
+            }
             Ok(outcome) => {
                 // Still in VMX operation: CR4.VMXE is fixed to 1 there.
                 let error = outcome_error(Instruction::Vmxoff, outcome);
@@ -214,35 +241,51 @@ impl<P: Page> Processor<P> {
                 })
             }
             Err(fault) => {
-                // #UD: the processor is not in VMX operation (someone left it
-                // before us). Put the registers back all the same.
                 let error = Error::Faulted {
                     instruction: Instruction::Vmxoff,
                     fault,
                 };
+                if fault == Fault::InvalidOpcode {
+                    // #UD: the processor is not in VMX operation (someone
+                    // left it before us). Put the registers back all the same.
+                    entered.changes.undo(cpu);
+                    return Err(LeaveFailure {
+                        error,
+                        region: Some(entered.region),
+                    });
+                }
+                // #GP or anything else says nothing about having left: the
+                // processor may still be in VMX operation, where CR4.VMXE
+                // is fixed to 1 and the region still in use. Keep both.
+                self.entered = Some(entered);
                 Err(LeaveFailure {
                     error,
-                    region: Some(restore(cpu, entered)),
+                    region: None,
                 })
             }
         }
     }
 }
 
-fn restore<C: Cpu + ?Sized, P>(cpu: &mut C, entered: Entered<P>) -> P {
-    let cr4 = cpu.read_cr4();
-    let cr4_back = (cr4 & !entered.cr4_changed) | (entered.original_cr4 & entered.cr4_changed);
-    if cr4_back != cr4 {
-        cpu.write_cr4(cr4_back);
-    }
-    if entered.cr0_changed != 0 {
-        let cr0 = cpu.read_cr0();
-        let cr0_back = (cr0 & !entered.cr0_changed) | (entered.original_cr0 & entered.cr0_changed);
-        if cr0_back != cr0 {
-            cpu.write_cr0(cr0_back);
+impl Changes {
+    /// Gives CR4 and CR0 back the bits entering changed, keeping every bit
+    /// the system changed since (an OS may toggle CR4.PGE to flush the TLB
+    /// while the processor is in VMX operation). Writes a register only when
+    /// its value changes.
+    fn undo<C: Cpu + ?Sized>(self, cpu: &mut C) {
+        let cr4 = cpu.read_cr4();
+        let cr4_back = (cr4 & !self.cr4_changed) | (self.original_cr4 & self.cr4_changed);
+        if cr4_back != cr4 {
+            cpu.write_cr4(cr4_back);
+        }
+        if self.cr0_changed != 0 {
+            let cr0 = cpu.read_cr0();
+            let cr0_back = (cr0 & !self.cr0_changed) | (self.original_cr0 & self.cr0_changed);
+            if cr0_back != cr0 {
+                cpu.write_cr0(cr0_back);
+            }
         }
     }
-    entered.region
 }
 
 fn outcome_error(instruction: Instruction, outcome: VmxOutcome) -> Error {
@@ -260,95 +303,17 @@ fn read_msr<C: Cpu + ?Sized>(cpu: &mut C, msr: u32) -> Result<u64> {
     })
 }
 
-fn fixed_bits<C: Cpu + ?Sized>(cpu: &mut C, register: ControlRegister) -> Result<FixedBits> {
-    let (msr0, msr1) = match register {
-        ControlRegister::Cr0 => (IA32_VMX_CR0_FIXED0, IA32_VMX_CR0_FIXED1),
-        ControlRegister::Cr4 => (IA32_VMX_CR4_FIXED0, IA32_VMX_CR4_FIXED1),
-    };
-    let fixed0 = read_msr(cpu, msr0)?;
-    let fixed1 = read_msr(cpu, msr1)?;
-    let bits = FixedBits::new(fixed0, fixed1);
-    if bits.is_satisfiable() {
-        Ok(bits)
-    } else {
-        Err(Error::FixedBitsUnsatisfiable {
-            register,
-            fixed0,
-            fixed1,
-        })
-    }
-}
-
-/// Every check, with nothing changed yet.
-fn plan<C: Cpu + ?Sized, P: Page>(cpu: &mut C, region: &P) -> Result<Plan> {
-    let identity = CpuIdentity::read(|leaf, subleaf| Some(cpu.cpuid(leaf, subleaf)))
-        .ok_or(Error::VmxNotSupported { hypervisor: None })?;
-    if identity.vendor != crate::cpuid::Vendor::Intel {
-        return Err(Error::NotIntel {
-            vendor: identity.vendor,
-        });
-    }
-    if !identity.vmx() {
-        return Err(Error::VmxNotSupported {
-            hypervisor: identity.hypervisor,
-        });
-    }
-    let feature_control = FeatureControl::from_raw(read_msr(cpu, IA32_FEATURE_CONTROL)?);
-    match feature_control.state() {
-        FeatureControlState::Enabled | FeatureControlState::Unlocked => {}
-        FeatureControlState::DisabledByFirmware => {
-            return Err(Error::DisabledByFirmware {
-                msr: feature_control.raw(),
-            });
-        }
-        FeatureControlState::VmxOnlyInsideSmx => {
-            return Err(Error::VmxOnlyInsideSmx {
-                msr: feature_control.raw(),
-            });
-        }
-    }
-    let cr4 = cpu.read_cr4();
-    if cr4 & CR4_VMXE != 0 {
-        return Err(Error::InUse { cr4 });
-    }
-    let basic = VmxBasic::from_raw(read_msr(cpu, IA32_VMX_BASIC)?);
-    basic.check_usable()?;
-    let cr0_fixed = fixed_bits(cpu, ControlRegister::Cr0)?;
-    let cr4_fixed = fixed_bits(cpu, ControlRegister::Cr4)?;
-    region::check_address(
-        region.physical_address(),
-        identity.physical_address_width,
-        basic,
-    )?;
-    let cr0 = cpu.read_cr0();
-    let cr0_target = cr0_fixed.adjust(cr0);
-    if (cr0 ^ cr0_target) & (CR0_PE | CR0_PG) != 0 {
-        return Err(Error::Cr0ChangeRefused {
-            cr0,
-            adjusted: cr0_target,
-        });
-    }
-    Ok(Plan {
-        feature_control,
-        basic,
-        cr0,
-        cr4,
-        cr0_target,
-        cr4_target: cr4_fixed.adjust(cr4 | CR4_VMXE),
-    })
-}
-
 /// Locks an unlocked IA32_FEATURE_CONTROL with VMX enabled, reads it back
 /// and verifies it; does nothing when it is already enabled.
 fn enable_in_feature_control<C: Cpu + ?Sized>(
     cpu: &mut C,
     current: FeatureControl,
-    cr4: u64,
+    smx_supported: bool,
 ) -> Result<()> {
     if current.state() != FeatureControlState::Unlocked {
         return Ok(());
     }
-    let written = current.lock_value(cr4 & CR4_SMXE != 0);
+    let written = current.lock_value(smx_supported);
     cpu.write_msr(IA32_FEATURE_CONTROL, written)
         .map_err(|fault| Error::Faulted {
             instruction: Instruction::Wrmsr(IA32_FEATURE_CONTROL),

@@ -11,7 +11,9 @@ use crate::platform::{PageAllocator, Processors};
 /// Pages are allocated on the calling processor, one before each
 /// processor's turn; the work on processor `i` only prepares its page and
 /// enters. If processor `k` fails, processors `k-1` down to `0` leave again
-/// and every page is freed: the machine is as it was, and the error names
+/// and every page is freed: the machine is as it was (but for an
+/// IA32_FEATURE_CONTROL that entering locked, which stays locked with VMX
+/// enabled until reset), and the error names
 /// `k`. Returns the number of processors that entered.
 ///
 /// # Errors

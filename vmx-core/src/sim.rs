@@ -9,8 +9,15 @@
 //! The rules are the SDM's, checked independently of vmx-core: VMXON raises
 //! #UD with CR4.VMXE clear, #GP outside the fixed bits or without
 //! IA32_FEATURE_CONTROL locked and enabled, VMfailInvalid for a misaligned
-//! or too-wide pointer, VMfailValid(15) in VMX root operation; VMXOFF
-//! outside VMX operation is #UD. An operation that real hardware would fault
+//! or too-wide pointer, VMfail(15) in VMX root operation; VMXOFF, VMCLEAR
+//! and VMPTRLD outside VMX operation are #UD. The processor tracks its
+//! current-VMCS pointer as the SDM's "Conventions" need it: VMXON leaves it
+//! invalid, VMPTRLD sets it, VMCLEAR of the current VMCS makes it invalid
+//! again, and a VMfail is VMfailValid (ZF, an error number) only while it
+//! is valid, VMfailInvalid (CF) otherwise, so VMXON in VMX root operation
+//! without a VMPTRLD since is VMfailInvalid. (The simulation has no memory:
+//! VMPTRLD does not check the region's revision identifier.) An operation
+//! that real hardware would fault
 //! on (WRMSR to a locked IA32_FEATURE_CONTROL, CR4.VMXE set without VMX,
 //! CR0 or CR4 leaving the fixed bits inside VMX operation) is recorded in
 //! [`SimCpu::violations`], which tests assert stays empty; giving back a
@@ -170,6 +177,10 @@ pub enum Op {
     Vmxon,
     /// VMXOFF.
     Vmxoff,
+    /// VMCLEAR.
+    Vmclear,
+    /// VMPTRLD.
+    Vmptrld,
 }
 
 /// A simulated logical processor: Bochs' corei7_skylake_x with
@@ -190,10 +201,22 @@ pub struct SimCpu {
     pub basic: u64,
     /// The physical-address width `CPUID.80000008H:EAX[7:0]` reports.
     pub physical_address_width: u8,
+    /// CPUID.1:ECX.SMX (bit 6): Safer Mode Extensions.
+    pub smx: bool,
+    /// IA32_VMX_CR0_FIXED0 and IA32_VMX_CR0_FIXED1.
+    pub cr0_fixed: (u64, u64),
+    /// IA32_VMX_CR4_FIXED0 and IA32_VMX_CR4_FIXED1.
+    pub cr4_fixed: (u64, u64),
+    /// MSRs whose RDMSR raises #GP although the model has them (a broken
+    /// nested hypervisor).
+    pub faulting_msrs: Vec<u32>,
     /// In VMX operation.
     pub in_vmx: bool,
     /// The VMXON pointer while in VMX operation.
     pub region: Option<u64>,
+    /// The current-VMCS pointer, `None` while it is invalid
+    /// (FFFFFFFF_FFFFFFFFH).
+    pub current_vmcs: Option<u64>,
     /// The step that goes wrong here, if any.
     pub fail: Option<Step>,
     /// Every privileged operation, in order.
@@ -222,8 +245,13 @@ impl SimCpu {
             cr4,
             basic: BASIC,
             physical_address_width: 39,
+            smx: false,
+            cr0_fixed: CR0_FIXED,
+            cr4_fixed: CR4_FIXED,
+            faulting_msrs: Vec::new(),
             in_vmx: false,
             region: None,
+            current_vmcs: None,
             fail: None,
             ops: Vec::new(),
             violations: Vec::new(),
@@ -270,6 +298,22 @@ impl SimCpu {
     fn fails(&self, step: Step) -> bool {
         self.fail == Some(step)
     }
+
+    /// VMfail(`error`), SDM "Conventions": VMfailValid when there is a
+    /// current VMCS to hold the number, VMfailInvalid otherwise.
+    fn vmfail(&self, error: VmInstructionError) -> VmxOutcome {
+        if self.current_vmcs.is_some() {
+            VmxOutcome::FailValid(error)
+        } else {
+            VmxOutcome::FailInvalid
+        }
+    }
+
+    /// Whether a VMCS pointer is 4 KiB aligned and within the
+    /// physical-address width.
+    fn valid_pointer(&self, address: u64) -> bool {
+        address & 0xfff == 0 && address >> self.physical_address_width == 0
+    }
 }
 
 /// Whether `value` has every bit of `fixed0` set and none outside `fixed1`.
@@ -295,7 +339,8 @@ impl Cpu for SimCpu {
             1 => CpuidResult {
                 eax: 0x50654,
                 ebx: 0,
-                ecx: if self.vmx { 0x77fa_f3bf } else { 0x77fa_f39f },
+                ecx: (0x77fa_f39f | (u32::from(self.vmx) << 5)) & !(1 << 6)
+                    | (u32::from(self.smx) << 6),
                 edx: 0xbfeb_fbff,
             },
             0x8000_0000 => CpuidResult {
@@ -313,16 +358,19 @@ impl Cpu for SimCpu {
     fn read_msr(&mut self, msr: u32) -> Result<u64, Fault> {
         self.ops.push(Op::ReadMsr(msr));
         let gp = Err(Fault::GeneralProtection);
+        if self.faulting_msrs.contains(&msr) {
+            return gp;
+        }
         match msr {
             0x3a if self.fails(Step::FeatureControlRead) => gp,
             0x3a => Ok(self.feature_control),
             0x480 if self.fails(Step::BasicRead) => gp,
             0x480 => Ok(self.basic),
             0x486..=0x489 if self.fails(Step::FixedBitsRead) => gp,
-            0x486 => Ok(CR0_FIXED.0),
-            0x487 => Ok(CR0_FIXED.1),
-            0x488 => Ok(CR4_FIXED.0),
-            0x489 => Ok(CR4_FIXED.1),
+            0x486 => Ok(self.cr0_fixed.0),
+            0x487 => Ok(self.cr0_fixed.1),
+            0x488 => Ok(self.cr4_fixed.0),
+            0x489 => Ok(self.cr4_fixed.1),
             0x481..=0x485 | 0x48a | 0x48d..=0x490 => Ok(CONTROLS),
             _ => gp,
         }
@@ -343,6 +391,11 @@ impl Cpu for SimCpu {
         if self.fails(Step::LockWrite) {
             return Err(Fault::GeneralProtection);
         }
+        if value & 0x2 != 0 && !self.smx {
+            self.violations
+                .push("IA32_FEATURE_CONTROL bit 1 set on a processor without SMX (#GP)");
+            return Err(Fault::GeneralProtection);
+        }
         if value & 1 != 0 && value & 0x6 == 0 {
             self.violations
                 .push("IA32_FEATURE_CONTROL locked without enabling VMX");
@@ -360,7 +413,7 @@ impl Cpu for SimCpu {
 
     fn write_cr0(&mut self, value: u64) {
         self.ops.push(Op::WriteCr0);
-        if self.in_vmx && !within(CR0_FIXED, value) {
+        if self.in_vmx && !within(self.cr0_fixed, value) {
             self.violations
                 .push("CR0 left the fixed bits in VMX operation (#GP)");
             return;
@@ -384,7 +437,7 @@ impl Cpu for SimCpu {
                 .push("CR4.VMXE cleared in VMX operation (#GP)");
             return;
         }
-        if self.in_vmx && !within(CR4_FIXED, value) {
+        if self.in_vmx && !within(self.cr4_fixed, value) {
             self.violations
                 .push("CR4 left the fixed bits in VMX operation (#GP)");
             return;
@@ -398,9 +451,11 @@ impl Cpu for SimCpu {
             return Err(Fault::InvalidOpcode);
         }
         if self.in_vmx {
-            return Ok(VmxOutcome::FailValid(VmInstructionError::VmxonInVmxRoot));
+            // VMfail(15): VMfailValid only with a current VMCS, and VMXON
+            // leaves the current-VMCS pointer invalid.
+            return Ok(self.vmfail(VmInstructionError::VmxonInVmxRoot));
         }
-        let fixed_ok = within(CR0_FIXED, self.cr0) && within(CR4_FIXED, self.cr4);
+        let fixed_ok = within(self.cr0_fixed, self.cr0) && within(self.cr4_fixed, self.cr4);
         if !fixed_ok || self.feature_control & 0x5 != 0x5 {
             return Err(Fault::GeneralProtection);
         }
@@ -416,6 +471,7 @@ impl Cpu for SimCpu {
             _ => {
                 self.in_vmx = true;
                 self.region = Some(region);
+                self.current_vmcs = None;
                 Ok(VmxOutcome::Succeed)
             }
         }
@@ -433,6 +489,38 @@ impl Cpu for SimCpu {
         }
         self.in_vmx = false;
         self.region = None;
+        Ok(VmxOutcome::Succeed)
+    }
+
+    fn vmclear(&mut self, region: u64) -> Result<VmxOutcome, Fault> {
+        self.ops.push(Op::Vmclear);
+        if !self.in_vmx {
+            return Err(Fault::InvalidOpcode);
+        }
+        if !self.valid_pointer(region) {
+            return Ok(self.vmfail(VmInstructionError::VmclearInvalidAddress));
+        }
+        if self.region == Some(region) {
+            return Ok(self.vmfail(VmInstructionError::VmclearVmxonPointer));
+        }
+        if self.current_vmcs == Some(region) {
+            self.current_vmcs = None;
+        }
+        Ok(VmxOutcome::Succeed)
+    }
+
+    fn vmptrld(&mut self, region: u64) -> Result<VmxOutcome, Fault> {
+        self.ops.push(Op::Vmptrld);
+        if !self.in_vmx {
+            return Err(Fault::InvalidOpcode);
+        }
+        if !self.valid_pointer(region) {
+            return Ok(self.vmfail(VmInstructionError::VmptrldInvalidAddress));
+        }
+        if self.region == Some(region) {
+            return Ok(self.vmfail(VmInstructionError::VmptrldVmxonPointer));
+        }
+        self.current_vmcs = Some(region);
         Ok(VmxOutcome::Succeed)
     }
 }

@@ -93,14 +93,24 @@ impl VmxBasic {
         self.0 & (1 << 56) != 0
     }
 
-    /// Refuses what vmx-core cannot use: a region larger than the page it
-    /// allocates (the SDM promises at most 4096, so a larger value means a
-    /// broken CPU model or a hypervisor lying), or a memory type other than
-    /// write-back (vmx-core allocates write-back memory for the region).
+    /// Refuses what vmx-core cannot use: bit 31 set ("bit 31 of
+    /// IA32_VMX_BASIC is always 0", so the revision identifier would be
+    /// wrong), a region size of 0 (Appendix A: "a value greater than 0") or
+    /// larger than the page it allocates (the SDM promises at most 4096, so a
+    /// larger value means a broken CPU model or a hypervisor lying), or a
+    /// memory type other than write-back (vmx-core allocates write-back
+    /// memory for the region).
     ///
     /// # Errors
+    /// [`Error::RevisionBit31Set`], [`Error::RegionSizeZero`],
     /// [`Error::RegionTooLarge`], [`Error::UnsupportedMemoryType`].
     pub fn check_usable(self) -> Result<()> {
+        if self.0 & (1 << 31) != 0 {
+            return Err(Error::RevisionBit31Set { basic: self.0 });
+        }
+        if self.region_size() == 0 {
+            return Err(Error::RegionSizeZero { basic: self.0 });
+        }
         if self.region_size() as usize > VMXON_REGION_SIZE {
             return Err(Error::RegionTooLarge {
                 size: self.region_size(),
@@ -167,6 +177,16 @@ mod tests {
                 size: 4097,
                 basic: too_large.raw()
             })
+        );
+        let empty = VmxBasic::from_raw(SKYLAKE_X & !(0x1fff << 32));
+        assert_eq!(
+            empty.check_usable(),
+            Err(Error::RegionSizeZero { basic: empty.raw() })
+        );
+        let bit31 = VmxBasic::from_raw(SKYLAKE_X | (1 << 31));
+        assert_eq!(
+            bit31.check_usable(),
+            Err(Error::RevisionBit31Set { basic: bit31.raw() })
         );
         let uncached = VmxBasic::from_raw(SKYLAKE_X & !(0xf << 50));
         assert_eq!(

@@ -33,17 +33,24 @@
 //! | 18 | `OutOfMemory` | | | |
 //! | 19 | `ProcessorUnavailable` | | | |
 //! | 20 | `TooManyProcessors` | count | capacity | |
+//! | 21 | `RegionSizeZero` | IA32_VMX_BASIC | | |
+//! | 22 | `RevisionBit31Set` | IA32_VMX_BASIC | | |
+//! | 23 | `FixedBitForbidden` | register (0 or 4) << 8 \| bit | value | FIXED1 |
+//! | 24 | `NotKnown` | what: 0 leaf 0, 1 leaf 1, 2 MSR, 3 control register | MSR or register (0, 4) | |
 //! | 0xFFFF_FFFF | an error this protocol version does not know | | | |
 //!
 //! An instruction is `kind << 32 | msr` with kind 0 RDMSR, 1 WRMSR,
-//! 2 VMXON, 3 VMXOFF. A 12-byte signature is stored as its bytes, little
+//! 2 VMXON, 3 VMXOFF, 4 VMCLEAR, 5 VMPTRLD. A 12-byte signature is stored as its bytes, little
 //! endian, in the order CPUID's registers spell it.
 
 use vmx_core::cpuid::{Hypervisor, Signature, Vendor};
 use vmx_core::fixed_bits::ControlRegister;
-use vmx_core::{CpuidResult, Error, Fault, Instruction, VmInstructionError};
+use vmx_core::{CpuidResult, Error, Fault, Instruction, Missing, VmInstructionError};
 
-use crate::wire::{get_u32, get_u64, put_u32, put_u64};
+use zerocopy::byteorder::little_endian::{U32, U64};
+use zerocopy::{FromBytes, IntoBytes};
+
+use crate::layout::ErrorLayout;
 
 /// An [`Error`] as the driver sends it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -84,6 +91,8 @@ fn pack_instruction(instruction: Instruction) -> u64 {
         Instruction::Wrmsr(msr) => 1 << 32 | u64::from(msr),
         Instruction::Vmxon => 2 << 32,
         Instruction::Vmxoff => 3 << 32,
+        Instruction::Vmclear => 4 << 32,
+        Instruction::Vmptrld => 5 << 32,
     }
 }
 
@@ -94,6 +103,23 @@ fn unpack_instruction(raw: u64) -> Option<Instruction> {
         (1, msr) => Some(Instruction::Wrmsr(msr)),
         (2, 0) => Some(Instruction::Vmxon),
         (3, 0) => Some(Instruction::Vmxoff),
+        (4, 0) => Some(Instruction::Vmclear),
+        (5, 0) => Some(Instruction::Vmptrld),
+        _ => None,
+    }
+}
+
+fn pack_register(register: ControlRegister) -> u64 {
+    match register {
+        ControlRegister::Cr0 => 0,
+        ControlRegister::Cr4 => 4,
+    }
+}
+
+fn unpack_register(raw: u64) -> Option<ControlRegister> {
+    match raw {
+        0 => Some(ControlRegister::Cr0),
+        4 => Some(ControlRegister::Cr4),
         _ => None,
     }
 }
@@ -108,7 +134,7 @@ fn unpack_u8(raw: u64) -> Option<u8> {
 
 impl WireError {
     /// The size on the wire.
-    pub const SIZE: usize = 32;
+    pub const SIZE: usize = core::mem::size_of::<ErrorLayout>();
 
     /// No error.
     pub const NONE: Self = Self {
@@ -152,13 +178,7 @@ impl WireError {
                 register,
                 fixed0,
                 fixed1,
-            } => {
-                let register = match register {
-                    ControlRegister::Cr0 => 0,
-                    ControlRegister::Cr4 => 4,
-                };
-                (12, [register, fixed0, fixed1])
-            }
+            } => (12, [pack_register(register), fixed0, fixed1]),
             Error::Cr0ChangeRefused { cr0, adjusted } => (13, [cr0, adjusted, 0]),
             Error::VmFailInvalid { instruction } => (14, [pack_instruction(instruction), 0, 0]),
             Error::VmFailValid { instruction, error } => (
@@ -171,6 +191,26 @@ impl WireError {
             Error::ProcessorUnavailable => (19, [0; 3]),
             Error::TooManyProcessors { count, capacity } => {
                 (20, [count as u64, capacity as u64, 0])
+            }
+            Error::RegionSizeZero { basic } => (21, [basic, 0, 0]),
+            Error::RevisionBit31Set { basic } => (22, [basic, 0, 0]),
+            Error::FixedBitForbidden {
+                register,
+                bit,
+                value,
+                fixed1,
+            } => (
+                23,
+                [pack_register(register) << 8 | u64::from(bit), value, fixed1],
+            ),
+            Error::NotKnown { missing } => {
+                let (what, which) = match missing {
+                    Missing::Leaf0 => (0, 0),
+                    Missing::Leaf1 => (1, 0),
+                    Missing::Msr(msr) => (2, u64::from(msr)),
+                    Missing::ControlRegister(register) => (3, pack_register(register)),
+                };
+                (24, [what, which, 0])
             }
             // vmx-core's error is non_exhaustive: a variant added there
             // reaches user mode as "unknown" until this table learns it.
@@ -240,11 +280,7 @@ impl WireError {
                 width: unpack_u8(b)?,
             },
             12 => Error::FixedBitsUnsatisfiable {
-                register: match a {
-                    0 => ControlRegister::Cr0,
-                    4 => ControlRegister::Cr4,
-                    _ => return None,
-                },
+                register: unpack_register(a)?,
                 fixed0: b,
                 fixed1: c,
             },
@@ -267,6 +303,23 @@ impl WireError {
                 count: usize::try_from(a).ok()?,
                 capacity: usize::try_from(b).ok()?,
             },
+            21 if unused(&[b, c]) => Error::RegionSizeZero { basic: a },
+            22 if unused(&[b, c]) => Error::RevisionBit31Set { basic: a },
+            23 if a >> 16 == 0 => Error::FixedBitForbidden {
+                register: unpack_register(a >> 8)?,
+                bit: unpack_u8(a & 0xff).filter(|bit| *bit < 64)?,
+                value: b,
+                fixed1: c,
+            },
+            24 if unused(&[c]) => Error::NotKnown {
+                missing: match (a, b) {
+                    (0, 0) => Missing::Leaf0,
+                    (1, 0) => Missing::Leaf1,
+                    (2, msr) => Missing::Msr(unpack_u32(msr)?),
+                    (3, register) => Missing::ControlRegister(unpack_register(register)?),
+                    _ => return None,
+                },
+            },
             _ => return None,
         };
         Some(error)
@@ -274,13 +327,31 @@ impl WireError {
 
     /// Writes the 32 bytes into `bytes[..SIZE]`; nothing when shorter.
     pub fn encode(&self, bytes: &mut [u8]) {
-        if let Some(out) = bytes.get_mut(..Self::SIZE) {
-            put_u32(out, 0, self.code);
-            put_u32(out, 4, 0);
-            put_u64(out, 8, self.detail[0]);
-            put_u64(out, 16, self.detail[1]);
-            put_u64(out, 24, self.detail[2]);
+        // A shorter `bytes` is left untouched, as documented.
+        let _ = self.layout().write_to_prefix(bytes);
+    }
+
+    /// The error as its wire layout.
+    #[must_use]
+    pub fn layout(&self) -> ErrorLayout {
+        ErrorLayout {
+            code: U32::new(self.code),
+            reserved: U32::ZERO,
+            detail: self.detail.map(U64::new),
         }
+    }
+
+    /// The error from its wire layout; `None` when the reserved field is
+    /// not zero (the code is not checked, as in [`WireError::decode`]).
+    #[must_use]
+    pub fn from_layout(layout: &ErrorLayout) -> Option<Self> {
+        if layout.reserved != 0 {
+            return None;
+        }
+        Some(Self {
+            code: layout.code.get(),
+            detail: layout.detail.map(U64::get),
+        })
     }
 
     /// Reads the 32 bytes at the start of `bytes`; `None` when shorter or
@@ -288,14 +359,8 @@ impl WireError {
     /// one decodes, and [`WireError::to_error`] says `None`.
     #[must_use]
     pub fn decode(bytes: &[u8]) -> Option<Self> {
-        let bytes = bytes.get(..Self::SIZE)?;
-        if get_u32(bytes, 4) != 0 {
-            return None;
-        }
-        Some(Self {
-            code: get_u32(bytes, 0),
-            detail: [get_u64(bytes, 8), get_u64(bytes, 16), get_u64(bytes, 24)],
-        })
+        let (layout, _) = ErrorLayout::read_from_prefix(bytes).ok()?;
+        Self::from_layout(&layout)
     }
 }
 
@@ -319,7 +384,7 @@ mod tests {
     use super::*;
 
     /// One error of every variant, with values that use every detail word.
-    fn every_error() -> [Error; 27] {
+    fn every_error() -> [Error; 35] {
         [
             Error::NotIntel {
                 vendor: Vendor::Amd,
@@ -400,6 +465,37 @@ mod tests {
                 count: 300,
                 capacity: 256,
             },
+            Error::RegionSizeZero {
+                basic: 0x00d8_0000_0000_002b,
+            },
+            Error::RevisionBit31Set {
+                basic: 0x00d8_1000_8000_002b,
+            },
+            Error::FixedBitForbidden {
+                register: ControlRegister::Cr4,
+                bit: 22,
+                value: 0x40_0020,
+                fixed1: 0x0037_27ff,
+            },
+            Error::FixedBitForbidden {
+                register: ControlRegister::Cr0,
+                bit: 63,
+                value: 1 << 63,
+                fixed1: 0xffff_ffff,
+            },
+            Error::NotKnown {
+                missing: Missing::Leaf0,
+            },
+            Error::NotKnown {
+                missing: Missing::Msr(0x489),
+            },
+            Error::NotKnown {
+                missing: Missing::ControlRegister(ControlRegister::Cr4),
+            },
+            Error::VmFailValid {
+                instruction: Instruction::Vmclear,
+                error: VmInstructionError::from_number(3),
+            },
         ]
     }
 
@@ -428,7 +524,7 @@ mod tests {
             codes,
             [
                 1, 1, 2, 2, 2, 2, 3, 4, 5, 6, 7, 7, 7, 8, 9, 10, 11, 12, 12, 13, 14, 15, 16, 17,
-                18, 19, 20
+                18, 19, 20, 21, 22, 23, 23, 24, 24, 24, 15
             ]
         );
     }
@@ -456,7 +552,7 @@ mod tests {
                 detail: [0; 3],
             },
             WireError {
-                code: 21,
+                code: 25,
                 detail: [0; 3],
             },
             // Unused detail word set.
@@ -472,7 +568,7 @@ mod tests {
             // An instruction kind that does not exist, VMXON with an MSR.
             WireError {
                 code: 14,
-                detail: [4 << 32, 0, 0],
+                detail: [6 << 32, 0, 0],
             },
             WireError {
                 code: 14,
@@ -497,7 +593,7 @@ mod tests {
             let text = std::format!("{wire}");
             assert!(!text.is_empty());
         }
-        assert!(std::format!("{}", cases[2]).contains("0x15"));
+        assert!(std::format!("{}", cases[2]).contains("0x19"));
     }
 
     #[test]

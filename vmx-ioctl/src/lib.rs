@@ -2,9 +2,19 @@
 //!
 //! The protocol between the Windows driver (`nt-driver`) and its user-mode
 //! client (`user-app`), defined once: the device names, the four IOCTL
-//! codes, and the request and reply layouts as explicit little-endian byte
-//! encodings (no `repr(C)` transmutes), each with its exact size and a
-//! decoder that checks every byte it is given.
+//! codes, and the request and reply layouts as types ([`layout`]:
+//! `#[repr(C)]` structures of little-endian fields, read and written with
+//! zerocopy's `FromBytes`/`IntoBytes`, without `unsafe`), each with its
+//! exact size and a decoder that checks every byte it is given.
+//!
+//! Why zerocopy: the layouts used to be offset arithmetic (`put_u32(out,
+//! 20, …)`), with the offsets written twice, in the code and in the tables
+//! of the docs. As types, a field's offset is its place in a structure that
+//! the driver, the client and these docs share; zerocopy's derives check
+//! at compile time that every bit pattern is valid and that there is no
+//! padding, and its little-endian field types fix the byte order and need
+//! no alignment. The wire format did not change (`tests/format.rs` pins
+//! every byte of it), nor did the decoders' checks or the fuzz target.
 //!
 //! Every IOCTL is `METHOD_BUFFERED` and takes the same 8-byte [`Request`].
 //! Every reply starts with a 16-byte [`ReplyHeader`] that names the size of
@@ -37,6 +47,7 @@ extern crate std;
 
 pub mod code;
 pub mod error_code;
+pub mod layout;
 pub mod outcome;
 pub mod query;
 pub mod reply;

@@ -12,11 +12,16 @@
 //! `STATUS_SUCCESS` with this reply, because the I/O manager copies no
 //! output back for an error status and the caller would lose the reason.
 
+use core::mem::offset_of;
+
 use vmx_core::ProcessorError;
+use zerocopy::byteorder::little_endian::U32;
+use zerocopy::{FromBytes, IntoBytes};
 
 use crate::error_code::WireError;
+use crate::layout::{ErrorLayout, HeaderLayout, OutcomeLayout};
 use crate::reply::{DecodeError, ReplyHeader};
-use crate::wire::{get_u32, put_u32, to_u32};
+use crate::wire::to_u32;
 
 /// What ENTER or LEAVE did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -33,7 +38,7 @@ const NO_PROCESSOR: u32 = u32::MAX;
 
 impl Outcome {
     /// The size of the whole reply, header included.
-    pub const REPLY_SIZE: usize = ReplyHeader::SIZE + 16 + WireError::SIZE;
+    pub const REPLY_SIZE: usize = core::mem::size_of::<OutcomeLayout>();
 
     /// The outcome of a failure on a processor.
     #[must_use]
@@ -48,19 +53,20 @@ impl Outcome {
     /// Writes the whole reply into `bytes[..REPLY_SIZE]`; nothing when
     /// shorter.
     pub fn encode_reply(&self, processors: u32, bytes: &mut [u8]) {
-        let Some(out) = bytes.get_mut(..Self::REPLY_SIZE) else {
-            return;
-        };
-        ReplyHeader::new(to_u32(Self::REPLY_SIZE), processors).encode(out);
         let (result, processor, error) = match self.failure {
             None => (0, NO_PROCESSOR, WireError::NONE),
             Some((processor, error)) => (1, processor, error),
         };
-        put_u32(out, 16, result);
-        put_u32(out, 20, processor);
-        put_u32(out, 24, self.changed);
-        put_u32(out, 28, self.entered_after);
-        error.encode(&mut out[32..]);
+        let layout = OutcomeLayout {
+            header: ReplyHeader::new(to_u32(Self::REPLY_SIZE), processors).layout(),
+            result: U32::new(result),
+            processor: U32::new(processor),
+            changed: U32::new(self.changed),
+            entered_after: U32::new(self.entered_after),
+            error: error.layout(),
+        };
+        // A shorter `bytes` is left untouched, as documented.
+        let _ = layout.write_to_prefix(bytes);
     }
 
     /// Decodes a whole reply.
@@ -70,23 +76,26 @@ impl Outcome {
     /// field out of range ([`DecodeError::Malformed`]).
     pub fn decode_reply(bytes: &[u8]) -> Result<(ReplyHeader, Self), DecodeError> {
         let header = ReplyHeader::decode_whole(bytes)?;
-        if bytes.len() != Self::REPLY_SIZE {
-            return Err(DecodeError::Malformed { offset: 4 });
-        }
-        let processor = get_u32(bytes, 20);
-        let error = WireError::decode(&bytes[32..]).ok_or(DecodeError::Malformed { offset: 36 })?;
-        let failure = match get_u32(bytes, 16) {
+        let malformed = |offset| DecodeError::Malformed { offset };
+        let layout = OutcomeLayout::read_from_bytes(bytes).map_err(|_| {
+            malformed(offset_of!(OutcomeLayout, header) + offset_of!(HeaderLayout, size))
+        })?;
+        let error_at = offset_of!(OutcomeLayout, error);
+        let processor = layout.processor.get();
+        let error = WireError::from_layout(&layout.error)
+            .ok_or(malformed(error_at + offset_of!(ErrorLayout, reserved)))?;
+        let failure = match layout.result.get() {
             0 if processor == NO_PROCESSOR && error == WireError::NONE => None,
-            0 => return Err(DecodeError::Malformed { offset: 20 }),
+            0 => return Err(malformed(offset_of!(OutcomeLayout, processor))),
             1 if error.code != crate::error_code::NONE => Some((processor, error)),
-            1 => return Err(DecodeError::Malformed { offset: 32 }),
-            _ => return Err(DecodeError::Malformed { offset: 16 }),
+            1 => return Err(malformed(error_at)),
+            _ => return Err(malformed(offset_of!(OutcomeLayout, result))),
         };
         Ok((
             header,
             Self {
-                changed: get_u32(bytes, 24),
-                entered_after: get_u32(bytes, 28),
+                changed: layout.changed.get(),
+                entered_after: layout.entered_after.get(),
                 failure,
             },
         ))

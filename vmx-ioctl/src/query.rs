@@ -25,16 +25,21 @@
 //! (through [`vmx_core::diagnosis::Recorder`]); user mode runs the same
 //! diagnosis over a [`Replay`] of the record and reaches the same verdict.
 
+use core::mem::{offset_of, size_of};
+
 use vmx_core::CpuidResult;
 use vmx_core::diagnosis::{MsrRead, Observation, Observe};
+use zerocopy::byteorder::little_endian::U32;
+use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
+use crate::layout::{ObservationLayout, RecordLayout};
 use crate::reply::{DecodeError, ReplyHeader};
-use crate::wire::{get_u32, get_u64, put_u32, put_u64, to_u32};
+use crate::wire::to_u32;
 
 /// The size of a record's fixed part.
-pub const RECORD_SIZE: usize = 16;
+pub const RECORD_SIZE: usize = size_of::<RecordLayout>();
 /// The size of one observation.
-pub const OBSERVATION_SIZE: usize = 32;
+pub const OBSERVATION_SIZE: usize = size_of::<ObservationLayout>();
 /// Record flag: the driver could not run on the processor.
 pub const FLAG_UNAVAILABLE: u32 = 1;
 
@@ -44,76 +49,82 @@ const TAG_MSR_FAULTED: u32 = 3;
 const TAG_CR0: u32 = 4;
 const TAG_CR4: u32 = 5;
 
-fn encode_observation(observation: &Observation, out: &mut [u8]) {
-    out.fill(0);
+fn observation_layout(observation: &Observation) -> ObservationLayout {
+    let mut layout = ObservationLayout::new_zeroed();
     match *observation {
         Observation::Cpuid {
             leaf,
             subleaf,
             result,
         } => {
-            put_u32(out, 0, TAG_CPUID);
-            put_u32(out, 4, leaf);
-            put_u32(out, 8, subleaf);
-            put_u32(out, 16, result.eax);
-            put_u32(out, 20, result.ebx);
-            put_u32(out, 24, result.ecx);
-            put_u32(out, 28, result.edx);
+            layout.tag = U32::new(TAG_CPUID);
+            layout.key = U32::new(leaf);
+            layout.subleaf = U32::new(subleaf);
+            layout.value = [result.eax, result.ebx, result.ecx, result.edx].map(U32::new);
         }
         Observation::Msr { msr, read } => {
-            put_u32(out, 4, msr);
+            layout.key = U32::new(msr);
             match read {
                 MsrRead::Value(value) => {
-                    put_u32(out, 0, TAG_MSR_VALUE);
-                    put_u64(out, 16, value);
+                    layout.tag = U32::new(TAG_MSR_VALUE);
+                    layout.set_value_u64(value);
                 }
                 // A Recorder never reports Unavailable; if one did, the
                 // honest record of it is "faulted": no value was read.
-                MsrRead::Faulted | MsrRead::Unavailable => put_u32(out, 0, TAG_MSR_FAULTED),
+                MsrRead::Faulted | MsrRead::Unavailable => layout.tag = U32::new(TAG_MSR_FAULTED),
             }
         }
         Observation::Cr0(value) => {
-            put_u32(out, 0, TAG_CR0);
-            put_u64(out, 16, value);
+            layout.tag = U32::new(TAG_CR0);
+            layout.set_value_u64(value);
         }
         Observation::Cr4(value) => {
-            put_u32(out, 0, TAG_CR4);
-            put_u64(out, 16, value);
+            layout.tag = U32::new(TAG_CR4);
+            layout.set_value_u64(value);
         }
     }
+    layout
 }
 
 fn decode_observation(bytes: &[u8]) -> Option<Observation> {
-    let bytes = bytes.get(..OBSERVATION_SIZE)?;
-    let zero = |range: core::ops::Range<usize>| bytes[range].iter().all(|b| *b == 0);
-    if !zero(12..16) {
+    let (o, _) = ObservationLayout::read_from_prefix(bytes).ok()?;
+    if o.reserved != 0 {
         return None;
     }
-    let key = get_u32(bytes, 4);
-    let observation = match get_u32(bytes, 0) {
-        TAG_CPUID => Observation::Cpuid {
-            leaf: key,
-            subleaf: get_u32(bytes, 8),
-            result: CpuidResult {
-                eax: get_u32(bytes, 16),
-                ebx: get_u32(bytes, 20),
-                ecx: get_u32(bytes, 24),
-                edx: get_u32(bytes, 28),
-            },
-        },
-        TAG_MSR_VALUE if zero(8..12) && zero(24..32) => Observation::Msr {
+    let key = o.key.get();
+    // A 64-bit value leaves the last two words zero; a fault has no value.
+    let value_only = o.value[2] == 0 && o.value[3] == 0;
+    let no_value = value_only && o.value[0] == 0 && o.value[1] == 0;
+    let no_key = key == 0 && o.subleaf == 0;
+    let observation = match o.tag.get() {
+        TAG_CPUID => {
+            let [eax, ebx, ecx, edx] = o.value.map(U32::get);
+            Observation::Cpuid {
+                leaf: key,
+                subleaf: o.subleaf.get(),
+                result: CpuidResult { eax, ebx, ecx, edx },
+            }
+        }
+        TAG_MSR_VALUE if o.subleaf == 0 && value_only => Observation::Msr {
             msr: key,
-            read: MsrRead::Value(get_u64(bytes, 16)),
+            read: MsrRead::Value(o.value_u64()),
         },
-        TAG_MSR_FAULTED if zero(8..12) && zero(16..32) => Observation::Msr {
+        TAG_MSR_FAULTED if o.subleaf == 0 && no_value => Observation::Msr {
             msr: key,
             read: MsrRead::Faulted,
         },
-        TAG_CR0 if zero(4..12) && zero(24..32) => Observation::Cr0(get_u64(bytes, 16)),
-        TAG_CR4 if zero(4..12) && zero(24..32) => Observation::Cr4(get_u64(bytes, 16)),
+        TAG_CR0 if no_key && value_only => Observation::Cr0(o.value_u64()),
+        TAG_CR4 if no_key && value_only => Observation::Cr4(o.value_u64()),
         _ => return None,
     };
     Some(observation)
+}
+
+/// The fixed part of the record at the start of `bytes`, if it is there.
+fn record_at(bytes: &[u8]) -> Option<RecordLayout> {
+    RecordLayout::read_from_prefix(bytes)
+        .ok()
+        .map(|(record, _)| record)
 }
 
 /// Streams a QUERY reply into an output buffer, counting the size the
@@ -152,15 +163,13 @@ impl<'a> QueryWriter<'a> {
     /// Starts the record of the next processor.
     pub fn begin_processor(&mut self) {
         let start = self.size;
-        let index = self.processors;
+        let record = RecordLayout {
+            index: U32::new(self.processors),
+            ..RecordLayout::new_zeroed()
+        };
         self.put(
             start,
-            |out| {
-                put_u32(out, 0, index);
-                put_u32(out, 4, 0);
-                put_u32(out, 8, 0);
-                put_u32(out, 12, 0);
-            },
+            |out| out.copy_from_slice(record.as_bytes()),
             RECORD_SIZE,
         );
         self.record = Some(start);
@@ -172,7 +181,9 @@ impl<'a> QueryWriter<'a> {
     /// Marks the current record: the driver could not run there.
     pub fn mark_unavailable(&mut self) {
         if let Some(start) = self.record {
-            self.put(start + 4, |out| put_u32(out, 0, FLAG_UNAVAILABLE), 4);
+            let flags = U32::new(FLAG_UNAVAILABLE);
+            let at = start + offset_of!(RecordLayout, flags);
+            self.put(at, |out| out.copy_from_slice(flags.as_bytes()), 4);
         }
     }
 
@@ -183,14 +194,16 @@ impl<'a> QueryWriter<'a> {
             return;
         };
         let at = self.size;
+        let layout = observation_layout(&observation);
         self.put(
             at,
-            |out| encode_observation(&observation, out),
+            |out| out.copy_from_slice(layout.as_bytes()),
             OBSERVATION_SIZE,
         );
         self.count = self.count.saturating_add(1);
-        let count = self.count;
-        self.put(start + 8, |out| put_u32(out, 0, count), 4);
+        let count = U32::new(self.count);
+        let at = start + offset_of!(RecordLayout, observations);
+        self.put(at, |out| out.copy_from_slice(count.as_bytes()), 4);
         self.size = self.size.saturating_add(OBSERVATION_SIZE);
     }
 
@@ -329,27 +342,25 @@ impl<'a> QueryReader<'a> {
         let header = ReplyHeader::decode_whole(bytes)?;
         let mut at = ReplyHeader::SIZE;
         for index in 0..header.processors {
-            let record = bytes
-                .get(at..at + RECORD_SIZE)
-                .ok_or(DecodeError::Malformed { offset: at })?;
-            if get_u32(record, 0) != index {
-                return Err(DecodeError::Malformed { offset: at });
+            let malformed = |field| DecodeError::Malformed { offset: at + field };
+            let record = record_at(&bytes[at..]).ok_or(malformed(0))?;
+            if record.index != index {
+                return Err(malformed(offset_of!(RecordLayout, index)));
             }
-            let flags = get_u32(record, 4);
-            let count = get_u32(record, 8) as usize;
+            let flags = record.flags.get();
+            let count = record.observations.get() as usize;
             if flags & !FLAG_UNAVAILABLE != 0 || (flags != 0 && count != 0) {
-                return Err(DecodeError::Malformed { offset: at + 4 });
+                return Err(malformed(offset_of!(RecordLayout, flags)));
             }
-            if get_u32(record, 12) != 0 {
-                return Err(DecodeError::Malformed { offset: at + 12 });
+            if record.reserved != 0 {
+                return Err(malformed(offset_of!(RecordLayout, reserved)));
             }
+            let count_at = malformed(offset_of!(RecordLayout, observations));
             at += RECORD_SIZE;
             let length = count
                 .checked_mul(OBSERVATION_SIZE)
                 .filter(|length| *length <= bytes.len() - at)
-                .ok_or(DecodeError::Malformed {
-                    offset: at - RECORD_SIZE + 8,
-                })?;
+                .ok_or(count_at)?;
             for entry in 0..count {
                 let offset = at + entry * OBSERVATION_SIZE;
                 if decode_observation(&bytes[offset..]).is_none() {
@@ -377,13 +388,13 @@ impl<'a> QueryReader<'a> {
     pub fn processors(&self) -> impl Iterator<Item = ProcessorRecord<'a>> + 'a {
         let mut rest = self.records;
         core::iter::from_fn(move || {
-            let record = rest.get(..RECORD_SIZE)?;
-            let count = get_u32(record, 8) as usize;
+            let record = record_at(rest)?;
+            let count = record.observations.get() as usize;
             let end = RECORD_SIZE + count * OBSERVATION_SIZE;
             let entries = rest.get(RECORD_SIZE..end)?;
             let item = ProcessorRecord {
-                index: get_u32(record, 0),
-                available: get_u32(record, 4) & FLAG_UNAVAILABLE == 0,
+                index: record.index.get(),
+                available: record.flags.get() & FLAG_UNAVAILABLE == 0,
                 entries,
             };
             rest = &rest[end..];
@@ -426,6 +437,11 @@ mod tests {
                 0x3a => MsrRead::Value(0x5),
                 0x480 => MsrRead::Value(0x00d8_1000_0000_002b),
                 0x48b => MsrRead::Faulted,
+                // Bochs corei7_skylake_x's fixed bits.
+                0x486 => MsrRead::Value(0x8000_0021),
+                0x487 => MsrRead::Value(0xffff_ffff),
+                0x488 => MsrRead::Value(0x2000),
+                0x489 => MsrRead::Value(0x0037_27ff),
                 m if (0x481..=0x491).contains(&m) => MsrRead::Value(0xffff_ffff_0000_0016),
                 _ => MsrRead::Faulted,
             }
@@ -591,20 +607,18 @@ mod tests {
     #[test]
     fn msr_and_cr_entries_with_stray_bytes_are_refused() {
         let mut entry = [0u8; 32];
-        encode_observation(&Observation::Cr0(1), &mut entry);
+        entry.copy_from_slice(observation_layout(&Observation::Cr0(1)).as_bytes());
         assert!(decode_observation(&entry).is_some());
         for offset in [4, 8, 24] {
             let mut bad = entry;
             bad[offset] = 1;
             assert!(decode_observation(&bad).is_none(), "offset {offset}");
         }
-        encode_observation(
-            &Observation::Msr {
-                msr: 0x3a,
-                read: MsrRead::Faulted,
-            },
-            &mut entry,
-        );
+        let faulted = Observation::Msr {
+            msr: 0x3a,
+            read: MsrRead::Faulted,
+        };
+        entry.copy_from_slice(observation_layout(&faulted).as_bytes());
         let mut faulted_with_value = entry;
         faulted_with_value[16] = 1;
         assert!(decode_observation(&faulted_with_value).is_none());

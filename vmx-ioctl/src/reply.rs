@@ -23,8 +23,13 @@
 //! * Otherwise the reply is written whole, with `STATUS_SUCCESS`, and the
 //!   bytes returned are exactly [`ReplyHeader::size`].
 
+use core::mem::offset_of;
+
+use zerocopy::byteorder::little_endian::U32;
+use zerocopy::{FromBytes, IntoBytes};
+
 use crate::PROTOCOL_VERSION;
-use crate::wire::{get_u32, put_u32};
+use crate::layout::HeaderLayout;
 
 /// The common reply header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -89,7 +94,7 @@ impl core::fmt::Display for DecodeError {
 
 impl ReplyHeader {
     /// The size of the header in bytes.
-    pub const SIZE: usize = 16;
+    pub const SIZE: usize = core::mem::size_of::<HeaderLayout>();
 
     /// A header for a reply of `size` bytes about `processors` processors.
     #[must_use]
@@ -104,11 +109,18 @@ impl ReplyHeader {
     /// Writes the header into `bytes[..SIZE]`; nothing when `bytes` is
     /// shorter.
     pub fn encode(&self, bytes: &mut [u8]) {
-        if let Some(out) = bytes.get_mut(..Self::SIZE) {
-            put_u32(out, 0, self.version);
-            put_u32(out, 4, self.size);
-            put_u32(out, 8, self.processors);
-            put_u32(out, 12, 0);
+        // A shorter `bytes` is left untouched, as documented.
+        let _ = self.layout().write_to_prefix(bytes);
+    }
+
+    /// The header as its wire layout.
+    #[must_use]
+    pub fn layout(&self) -> HeaderLayout {
+        HeaderLayout {
+            version: U32::new(self.version),
+            size: U32::new(self.size),
+            processors: U32::new(self.processors),
+            reserved: U32::ZERO,
         }
     }
 
@@ -120,27 +132,30 @@ impl ReplyHeader {
     /// [`DecodeError::Malformed`] (reserved field, or a size smaller than
     /// the header).
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        if bytes.len() < Self::SIZE {
-            return Err(DecodeError::TooShort {
+        let (layout, _) =
+            HeaderLayout::read_from_prefix(bytes).map_err(|_| DecodeError::TooShort {
                 needed: Self::SIZE,
                 length: bytes.len(),
-            });
-        }
-        let version = get_u32(bytes, 0);
+            })?;
+        let version = layout.version.get();
         if version != PROTOCOL_VERSION {
             return Err(DecodeError::VersionMismatch { found: version });
         }
-        let size = get_u32(bytes, 4);
+        let size = layout.size.get();
         if (size as usize) < Self::SIZE {
-            return Err(DecodeError::Malformed { offset: 4 });
+            return Err(DecodeError::Malformed {
+                offset: offset_of!(HeaderLayout, size),
+            });
         }
-        if get_u32(bytes, 12) != 0 {
-            return Err(DecodeError::Malformed { offset: 12 });
+        if layout.reserved != 0 {
+            return Err(DecodeError::Malformed {
+                offset: offset_of!(HeaderLayout, reserved),
+            });
         }
         Ok(Self {
             version,
             size,
-            processors: get_u32(bytes, 8),
+            processors: layout.processors.get(),
         })
     }
 

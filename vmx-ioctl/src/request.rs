@@ -5,8 +5,11 @@
 //! | 0 | 4 | protocol version ([`PROTOCOL_VERSION`]) |
 //! | 4 | 4 | reserved, must be 0 |
 
+use zerocopy::byteorder::little_endian::U32;
+use zerocopy::{FromBytes, IntoBytes};
+
 use crate::PROTOCOL_VERSION;
-use crate::wire::{get_u32, put_u32};
+use crate::layout::RequestLayout;
 
 /// An IOCTL request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -49,7 +52,7 @@ impl core::fmt::Display for RequestError {
 
 impl Request {
     /// The exact size of a request in bytes.
-    pub const SIZE: usize = 8;
+    pub const SIZE: usize = core::mem::size_of::<RequestLayout>();
 
     /// A request in this crate's protocol version.
     #[must_use]
@@ -62,10 +65,12 @@ impl Request {
     /// Writes the request into `bytes[..SIZE]`; nothing when `bytes` is
     /// shorter.
     pub fn encode(&self, bytes: &mut [u8]) {
-        if let Some(out) = bytes.get_mut(..Self::SIZE) {
-            put_u32(out, 0, self.version);
-            put_u32(out, 4, 0);
-        }
+        let layout = RequestLayout {
+            version: U32::new(self.version),
+            reserved: U32::ZERO,
+        };
+        // A shorter `bytes` is left untouched, as documented.
+        let _ = layout.write_to_prefix(bytes);
     }
 
     /// The request as bytes.
@@ -82,16 +87,15 @@ impl Request {
     /// # Errors
     /// The first check that fails, in that order.
     pub fn decode(bytes: &[u8]) -> Result<Self, RequestError> {
-        if bytes.len() != Self::SIZE {
-            return Err(RequestError::WrongLength {
+        let layout =
+            RequestLayout::read_from_bytes(bytes).map_err(|_| RequestError::WrongLength {
                 length: bytes.len(),
-            });
-        }
-        let version = get_u32(bytes, 0);
+            })?;
+        let version = layout.version.get();
         if version != PROTOCOL_VERSION {
             return Err(RequestError::VersionMismatch { found: version });
         }
-        if get_u32(bytes, 4) != 0 {
+        if layout.reserved != 0 {
             return Err(RequestError::ReservedNotZero);
         }
         Ok(Self { version })

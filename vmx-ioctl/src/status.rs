@@ -10,9 +10,12 @@
 //! | 24 | 8 | CR4 before entering (0 when off) |
 
 use vmx_core::ProcessorStatus;
+use zerocopy::byteorder::little_endian::{U32, U64};
+use zerocopy::{FromBytes, FromZeros, IntoBytes};
 
+use crate::layout::StatusEntryLayout;
 use crate::reply::{DecodeError, ReplyHeader};
-use crate::wire::{get_u32, get_u64, put_u32, put_u64, to_u32};
+use crate::wire::to_u32;
 
 /// One processor's entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -20,7 +23,7 @@ pub struct StatusEntry(pub ProcessorStatus);
 
 impl StatusEntry {
     /// The size of one entry.
-    pub const SIZE: usize = 32;
+    pub const SIZE: usize = core::mem::size_of::<StatusEntryLayout>();
 
     /// The size of the whole reply for `processors` processors, or `None`
     /// when it does not fit the protocol's 32-bit size field.
@@ -34,37 +37,42 @@ impl StatusEntry {
 
     /// Writes the entry into `bytes[..SIZE]`; nothing when shorter.
     pub fn encode(&self, bytes: &mut [u8]) {
-        let Some(out) = bytes.get_mut(..Self::SIZE) else {
-            return;
-        };
-        let (state, revision_id, region, cr0, cr4) = match self.0 {
-            ProcessorStatus::Off => (0, 0, 0, 0, 0),
+        // A shorter `bytes` is left untouched, as documented.
+        let _ = self.layout().write_to_prefix(bytes);
+    }
+
+    /// The entry as its wire layout (all zero when off).
+    #[must_use]
+    pub fn layout(&self) -> StatusEntryLayout {
+        match self.0 {
+            ProcessorStatus::Off => StatusEntryLayout::new_zeroed(),
             ProcessorStatus::On {
                 region,
                 revision_id,
                 original_cr0,
                 original_cr4,
-            } => (1, revision_id, region, original_cr0, original_cr4),
-        };
-        put_u32(out, 0, state);
-        put_u32(out, 4, revision_id);
-        put_u64(out, 8, region);
-        put_u64(out, 16, cr0);
-        put_u64(out, 24, cr4);
+            } => StatusEntryLayout {
+                state: U32::new(1),
+                revision_id: U32::new(revision_id),
+                region: U64::new(region),
+                original_cr0: U64::new(original_cr0),
+                original_cr4: U64::new(original_cr4),
+            },
+        }
     }
 
     /// Decodes one entry; `None` for a short slice, an unknown state or an
     /// "off" entry with values.
     #[must_use]
     pub fn decode(bytes: &[u8]) -> Option<Self> {
-        let bytes = bytes.get(..Self::SIZE)?;
-        match get_u32(bytes, 0) {
-            0 if bytes[4..].iter().all(|b| *b == 0) => Some(Self(ProcessorStatus::Off)),
+        let (entry, _) = StatusEntryLayout::read_from_prefix(bytes).ok()?;
+        match entry.state.get() {
+            0 if entry.as_bytes().iter().all(|b| *b == 0) => Some(Self(ProcessorStatus::Off)),
             1 => Some(Self(ProcessorStatus::On {
-                revision_id: get_u32(bytes, 4),
-                region: get_u64(bytes, 8),
-                original_cr0: get_u64(bytes, 16),
-                original_cr4: get_u64(bytes, 24),
+                revision_id: entry.revision_id.get(),
+                region: entry.region.get(),
+                original_cr0: entry.original_cr0.get(),
+                original_cr4: entry.original_cr4.get(),
             })),
             _ => None,
         }

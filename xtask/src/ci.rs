@@ -120,8 +120,6 @@ fn wine_glue(root: &Path) -> Result<()> {
         "wdk-alloc",
         "-p",
         "wdk-panic",
-        "-p",
-        "wdk",
     ];
     step(
         "wine-driver format",

@@ -7,9 +7,12 @@
 //! - `cargo xtask setup`: only the installation step.
 //! - `cargo xtask e2e [--model NAME] [--cpus N] [--expect VERDICT] [--dump DIR]`:
 //!   the emulated end-to-end suite.
+//! - `cargo xtask bench-check [--runs N]`: the checker's performance
+//!   figures (start-up against kvm-ok, replay of big dumps).
 //! - `cargo xtask wine`: nt-driver loaded by Wine, driven by vmx-check.exe
 //!   and a raw Win32 client.
 
+mod bench_check;
 mod ci;
 mod e2e;
 mod setup;
@@ -26,6 +29,8 @@ tasks:
   e2e [--model NAME] [--cpus N] [--expect VERDICT] [--dump DIR]
                                   boot the test kernel in emulators (default: the whole matrix;
                                   `cargo xtask e2e --help` explains the options)
+  bench-check [--runs N]          vmx-check's performance figures: start-up against kvm-ok and
+                                  /bin/true, replay of 1, 1024 and 8192 processors
   wine                            load nt-driver in Wine and drive it end to end";
 
 fn main() -> anyhow::Result<()> {
@@ -34,6 +39,7 @@ fn main() -> anyhow::Result<()> {
         Some((task, rest)) if task == "ci" => ci::run(rest),
         Some((task, rest)) if task == "setup" && rest.is_empty() => setup::run(),
         Some((task, rest)) if task == "e2e" => e2e::run(rest),
+        Some((task, rest)) if task == "bench-check" => bench_check::run(rest),
         Some((task, rest)) if task == "wine" => wine::run(rest),
         _ => bail!("{USAGE}"),
     }

@@ -7,7 +7,9 @@ use core::slice;
 use wdk_sys::ntddk::IofCompleteRequest;
 use wdk_sys::{IO_NO_INCREMENT, IO_STACK_LOCATION, IRP, NTSTATUS};
 
-use crate::dispatch::{Completion, IRP_MJ_DEVICE_CONTROL, IrpParams, system_buffer_length};
+use crate::dispatch::{
+    Completion, IRP_MJ_CREATE, IRP_MJ_DEVICE_CONTROL, IrpParams, system_buffer_length,
+};
 
 /// `IoGetCurrentIrpStackLocation`: `Irp->Tail.Overlay.CurrentStackLocation`.
 ///
@@ -53,6 +55,14 @@ pub unsafe fn params<'a>(irp: *mut IRP) -> IrpParams<'a> {
     } else {
         (0, 0, 0)
     };
+    let file_name_length = if major == IRP_MJ_CREATE && !stack.FileObject.is_null() {
+        // SAFETY: for IRP_MJ_CREATE, FileObject is the file object being
+        // opened, valid while the IRP is dispatched; its FileName is the
+        // remainder of the path after the device's name.
+        unsafe { (*stack.FileObject).FileName.Length }
+    } else {
+        0
+    };
     let buffer =
         system_buffer_length(major, code, input_length, output_length).and_then(|length| {
             // SAFETY: for a METHOD_BUFFERED request, AssociatedIrp.SystemBuffer
@@ -71,6 +81,7 @@ pub unsafe fn params<'a>(irp: *mut IRP) -> IrpParams<'a> {
         code,
         input_length,
         output_length,
+        file_name_length,
         buffer,
     }
 }

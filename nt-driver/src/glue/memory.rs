@@ -1,17 +1,24 @@
-//! VMXON regions: contiguous, cached (write-back) pages with their
-//! physical addresses.
+//! VMXON regions: contiguous, cached (write-back), non-executable pages
+//! with their physical addresses.
+//!
+//! `MmAllocateContiguousNodeMemory` with `PAGE_READWRITE` gives read/write,
+//! no-execute memory, fully cached when neither `PAGE_NOCACHE` nor
+//! `PAGE_WRITECOMBINE` is given (the write-back memory the VMXON region
+//! needs); `MM_ANY_NODE_OK` takes memory from any NUMA node.
+//! `MmAllocateContiguousMemorySpecifyCache` would give executable memory,
+//! which HVCI and Driver Verifier flag. Either is freed with
+//! `MmFreeContiguousMemory`.
 
 use core::ptr::NonNull;
 
 use vmx_core::region::VMXON_REGION_SIZE;
 use vmx_core::{OutOfMemory, Page, PageAllocator};
-use wdk_sys::_MEMORY_CACHING_TYPE::MmCached;
-use wdk_sys::PHYSICAL_ADDRESS;
 use wdk_sys::ntddk::{
-    MmAllocateContiguousMemorySpecifyCache, MmFreeContiguousMemory, MmGetPhysicalAddress,
+    MmAllocateContiguousNodeMemory, MmFreeContiguousMemory, MmGetPhysicalAddress,
 };
+use wdk_sys::{MM_ANY_NODE_OK, PAGE_READWRITE, PHYSICAL_ADDRESS};
 
-/// One page from `MmAllocateContiguousMemorySpecifyCache`. It is freed
+/// One page from `MmAllocateContiguousNodeMemory`. It is freed
 /// only by [`ContiguousAllocator::free`], never on drop: a page still in
 /// use as a VMXON region must leak rather than be reused.
 #[derive(Debug)]
@@ -31,7 +38,7 @@ impl Page for ContiguousPage {
     }
 }
 
-/// Contiguous cached memory, page aligned by construction.
+/// Contiguous cached non-executable memory, page aligned by construction.
 #[derive(Debug)]
 pub struct ContiguousAllocator;
 
@@ -39,17 +46,21 @@ impl PageAllocator for ContiguousAllocator {
     type Page = ContiguousPage;
 
     fn allocate(&mut self) -> Result<ContiguousPage, OutOfMemory> {
-        let any = PHYSICAL_ADDRESS { QuadPart: 0 };
+        let lowest = PHYSICAL_ADDRESS { QuadPart: 0 };
         // MAXULONG64: any physical address; vmx-core checks the width.
         let highest = PHYSICAL_ADDRESS { QuadPart: -1 };
-        // SAFETY: PASSIVE_LEVEL (IOCTL and unload paths); plain arguments.
+        // No boundary the allocation must not cross.
+        let boundary = PHYSICAL_ADDRESS { QuadPart: 0 };
+        // SAFETY: PASSIVE_LEVEL (IOCTL, power-callback and unload paths,
+        // never inside the work at DISPATCH_LEVEL); plain arguments.
         let base = unsafe {
-            MmAllocateContiguousMemorySpecifyCache(
+            MmAllocateContiguousNodeMemory(
                 VMXON_REGION_SIZE as u64,
-                any,
+                lowest,
                 highest,
-                any,
-                MmCached,
+                boundary,
+                PAGE_READWRITE,
+                MM_ANY_NODE_OK,
             )
         };
         let virtual_address =
@@ -65,7 +76,7 @@ impl PageAllocator for ContiguousAllocator {
     }
 
     fn free(&mut self, page: ContiguousPage) {
-        // SAFETY: allocated by MmAllocateContiguousMemorySpecifyCache above
+        // SAFETY: allocated by MmAllocateContiguousNodeMemory above
         // and given back exactly once (vmx-core's contract); PASSIVE_LEVEL,
         // which MmFreeContiguousMemory requires (IOCTL and unload paths).
         unsafe { MmFreeContiguousMemory(page.virtual_address.as_ptr().cast()) };

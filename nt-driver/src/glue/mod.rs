@@ -5,7 +5,9 @@
 
 mod debug_print;
 mod irp;
+mod irql;
 mod memory;
+mod power;
 mod processors;
 mod wdmsec;
 
@@ -27,10 +29,18 @@ use crate::{Control, Device};
 
 use debug_print::DebugPrint;
 use memory::ContiguousAllocator;
+use power::PowerCallback;
 use processors::GroupProcessors;
 
-/// The state in the device extension.
+/// The driver's state.
 type DriverDevice = Device<GroupProcessors, ContiguousAllocator>;
+
+/// The device extension: the state, and the power-callback registration
+/// whose context is that state.
+struct Extension {
+    device: DriverDevice,
+    power: Option<PowerCallback>,
+}
 
 /// A `UNICODE_STRING` over a static NUL-terminated array. The kernel only
 /// reads these names; the pointer is `*mut` because the C prototypes take
@@ -44,8 +54,9 @@ fn unicode(wide: &'static [u16]) -> UNICODE_STRING {
     }
 }
 
-/// The driver's entry point: the device, secured; its state; its link;
-/// the dispatch table. A failure at any step undoes the steps before it.
+/// The driver's entry point: the device, secured; its state; the
+/// `\Callback\PowerState` registration; its link; the dispatch table. A
+/// failure at any step undoes the steps before it.
 ///
 /// # Safety
 /// Called by the I/O manager with a valid driver object, at PASSIVE_LEVEL.
@@ -78,7 +89,7 @@ pub unsafe extern "system" fn driver_entry(
     let status = unsafe {
         wdmsec::WdmlibIoCreateDeviceSecure(
             driver,
-            core::mem::size_of::<DriverDevice>() as u32,
+            core::mem::size_of::<Extension>() as u32,
             &mut device_name,
             FILE_DEVICE_UNKNOWN,
             FILE_DEVICE_SECURE_OPEN,
@@ -96,10 +107,30 @@ pub unsafe extern "system" fn driver_entry(
     }
     // SAFETY: the device was just created and is ours alone until
     // DO_DEVICE_INITIALIZING is cleared.
-    let extension = unsafe { (*device).DeviceExtension }.cast::<DriverDevice>();
-    // SAFETY: the extension is DeviceExtensionSize = size_of::<DriverDevice>()
+    let extension = unsafe { (*device).DeviceExtension }.cast::<Extension>();
+    // SAFETY: the extension is DeviceExtensionSize = size_of::<Extension>()
     // bytes of non-paged pool, aligned for any type, and not yet initialized.
-    unsafe { extension.write(Device::new(control)) };
+    unsafe {
+        extension.write(Extension {
+            device: Device::new(control),
+            power: None,
+        })
+    };
+    // SAFETY: initialized just above; the field's address is stable.
+    let state = unsafe { ptr::addr_of!((*extension).device) };
+
+    // SAFETY: PASSIVE_LEVEL; the state is initialized and outlives the
+    // registration (unregistered before it is dropped, below and at unload).
+    let power = match unsafe { PowerCallback::register(state, &mut log) } {
+        Ok(power) => power,
+        Err(status) => {
+            // SAFETY: written above; no request or callback has seen it.
+            unsafe { ptr::drop_in_place(extension) };
+            // SAFETY: the device this entry point created, not yet in use.
+            unsafe { IoDeleteDevice(device) };
+            return status;
+        }
+    };
 
     let mut link = unicode(&DOS_DEVICE_NAME_UTF16);
     // SAFETY: both strings are valid for the call.
@@ -108,12 +139,22 @@ pub unsafe extern "system" fn driver_entry(
         log.log(format_args!(
             "DriverEntry: IoCreateSymbolicLink failed with status {status:#x}"
         ));
-        // SAFETY: written above; nothing else has seen it (no VMX entered).
+        // SAFETY: registered above; PASSIVE_LEVEL, not from the callback.
+        unsafe { power.unregister() };
+        // SAFETY: written above; no request has seen it, and the power
+        // callback, which may have, is unregistered (no VMX entered: it
+        // had nothing to do).
         unsafe { ptr::drop_in_place(extension) };
         // SAFETY: the device this entry point created, not yet in use.
         unsafe { IoDeleteDevice(device) };
         return status;
     }
+    // SAFETY: the extension initialized above; the place is only named,
+    // no reference to the whole extension is formed.
+    let power_field = unsafe { ptr::addr_of_mut!((*extension).power) };
+    // SAFETY: a field the callback never touches (it uses `device` only),
+    // holding `None`, which needs no drop.
+    unsafe { power_field.write(Some(power)) };
 
     // SAFETY: the I/O manager's driver object, ours during DriverEntry.
     let driver_ref = unsafe { &mut *driver };
@@ -128,7 +169,8 @@ pub unsafe extern "system" fn driver_entry(
     device_ref.Flags &= !DO_DEVICE_INITIALIZING;
     log.log(format_args!(
         "loaded: {processors} processors; \\\\.\\MyHypervisorDevice is ready (SYSTEM and \
-         Administrators only); VMX is entered on the ENTER request"
+         Administrators only); VMX is entered on the ENTER request, and left and entered again \
+         around sleep and hibernation"
     ));
     STATUS_SUCCESS
 }
@@ -146,16 +188,16 @@ unsafe extern "C" fn dispatch(device: *mut DEVICE_OBJECT, irp: *mut IRP) -> NTST
     // SAFETY: our device object; its extension was initialized in
     // DriverEntry before DO_DEVICE_INITIALIZING was cleared.
     let device_ref = unsafe { &*device };
-    let state = device_ref.DeviceExtension.cast::<DriverDevice>();
+    let extension = device_ref.DeviceExtension.cast::<Extension>();
     // SAFETY: see above; the state is shared, requests are serialized by
     // its Busy lock.
-    let completion = unsafe { &*state }.dispatch(params, &mut DebugPrint);
+    let completion = unsafe { &(*extension).device }.dispatch(params, &mut DebugPrint);
     // SAFETY: the IRP is ours and not yet completed; it is not touched after.
     unsafe { irp::complete(irp, completion) }
 }
 
-/// Leaves VMX operation wherever it was entered, frees everything, and
-/// deletes the link and the device.
+/// Unregisters the power callback, leaves VMX operation wherever it was
+/// entered, frees everything, and deletes the link and the device.
 ///
 /// # Safety
 /// Called by the I/O manager once no handle is open, at PASSIVE_LEVEL.
@@ -173,11 +215,17 @@ unsafe extern "C" fn driver_unload(driver: *mut DRIVER_OBJECT) {
     }
     if !device.is_null() {
         // SAFETY: our only device object, alive until IoDeleteDevice.
-        let state = unsafe { (*device).DeviceExtension }.cast::<DriverDevice>();
+        let extension = unsafe { (*device).DeviceExtension }.cast::<Extension>();
         // SAFETY: initialized in DriverEntry; no request runs during unload.
-        unsafe { &mut *state }.unload(&mut log);
+        let extension = unsafe { &mut *extension };
+        if let Some(power) = extension.power.take() {
+            // SAFETY: PASSIVE_LEVEL; returns once no call of the callback
+            // runs, so none sees the state after this.
+            unsafe { power.unregister() };
+        }
+        extension.device.unload(&mut log);
         // SAFETY: as above; dropped once, before the memory goes.
-        unsafe { ptr::drop_in_place(state) };
+        unsafe { ptr::drop_in_place(extension) };
         // SAFETY: our device object; nothing refers to it any more.
         unsafe { IoDeleteDevice(device) };
     }

@@ -1,6 +1,12 @@
 //! Running work on each logical processor, processor-group aware (more
 //! than 64 processors): the thread is bound to one processor with a group
-//! affinity for the duration of the work.
+//! affinity for the duration of the work, and the work runs at
+//! DISPATCH_LEVEL, so nothing preempts it between CR4's read-modify-write
+//! and VMXON, or between VMXOFF and CR4's restore.
+//!
+//! vmx-core allocates each VMXON region before the work and frees it after
+//! (`enter_all` and `leave_all` in vmx-core/src/processors.rs): the work
+//! itself never allocates, frees or waits, as DISPATCH_LEVEL requires.
 
 use vmx_arch::RealCpu;
 use vmx_core::{ProcessorUnavailable, Processors};
@@ -11,6 +17,8 @@ use wdk_sys::ntddk::{
 use wdk_sys::{ALL_PROCESSOR_GROUPS, GROUP_AFFINITY, PROCESSOR_NUMBER};
 
 use crate::ntstatus::nt_success;
+
+use super::irql::AtDispatchLevel;
 
 /// The active processors of every group, by system-wide index.
 #[derive(Debug)]
@@ -64,7 +72,15 @@ impl Processors for GroupProcessors {
         // SAFETY: CPL 0, and the thread stays on this processor until the
         // affinity is reverted below, after the last use of `cpu`.
         let mut cpu = unsafe { RealCpu::new() };
-        work(&mut cpu);
+        {
+            // SAFETY: PASSIVE_LEVEL here (KeSetSystemGroupAffinityThread
+            // needs at most APC_LEVEL); the work reads and writes only
+            // non-paged memory (the driver image, its non-paged pool state,
+            // the METHOD_BUFFERED system buffer, the VMXON region) and never
+            // waits. The IRQL is lowered again when `_raised` drops.
+            let _raised = unsafe { AtDispatchLevel::raise() };
+            work(&mut cpu);
+        }
         // SAFETY: restores the affinity saved by the call above.
         unsafe { KeRevertToUserGroupAffinityThread(&mut previous) };
         Ok(())

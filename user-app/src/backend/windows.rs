@@ -1,5 +1,6 @@
 //! Windows: every value through the driver (nt-driver) when it is loaded;
-//! CPUID alone, and a note saying why, when it is not.
+//! CPUID alone on each processor, the thread pinned to it (as on Linux),
+//! and a note saying why, when it is not.
 //!
 //! The driver's QUERY returns what vmx-core's diagnosis read on each
 //! processor at ring 0 (CPUID, the MSRs, CR0 and CR4); each processor is
@@ -13,9 +14,10 @@
 use anyhow::Context;
 use vmx_core::diagnosis::Observe;
 use vmx_ioctl::{Ioctl, QueryReader};
-use vmx_ioctl_client::windows::DeviceHandle;
+use vmx_ioctl_client::windows::{DeviceHandle, affinity};
 use vmx_ioctl_client::{Client, ClientError, outcome_text, status_text};
 
+use super::processor_groups::ProcessorGroups;
 use super::{CpuidOnly, Machine};
 
 /// This Windows machine, through the driver when it can be opened.
@@ -23,6 +25,8 @@ use super::{CpuidOnly, Machine};
 pub struct WindowsMachine {
     /// QUERY's checked reply, or why the driver could not be used.
     driver: Result<Vec<u8>, ClientError>,
+    /// The processor groups, for pinning the thread without the driver.
+    groups: ProcessorGroups,
 }
 
 impl Default for WindowsMachine {
@@ -33,11 +37,12 @@ impl Default for WindowsMachine {
 
 impl WindowsMachine {
     /// Opens the driver and runs QUERY once; falls back to CPUID alone on
-    /// the current processor when that fails.
+    /// each processor when that fails.
     #[must_use]
     pub fn new() -> Self {
         let driver = DeviceHandle::open().and_then(|device| Client::new(device).query());
-        Self { driver }
+        let groups = ProcessorGroups::new(affinity::group_sizes());
+        Self { driver, groups }
     }
 
     fn reader(&self) -> Option<QueryReader<'_>> {
@@ -55,22 +60,35 @@ impl Machine for WindowsMachine {
             Ok(_) => "this machine (Windows): nt-driver QUERY, CPUID, MSRs, CR0 and CR4 read at \
                       ring 0 on each processor"
                 .to_owned(),
-            Err(_) => "this machine (Windows): driver not used: CPUID only".to_owned(),
+            Err(_) => "this machine (Windows): driver not used: CPUID only, on each processor \
+                       (thread pinned)"
+                .to_owned(),
         }
     }
 
     fn processors(&mut self) -> anyhow::Result<Vec<u32>> {
         match self.reader() {
             Some(reader) => Ok(reader.processors().map(|record| record.index).collect()),
-            // Without pinning, CPUID answers for whichever processor runs
-            // the thread: report it once rather than pretend to know each.
-            None => Ok(vec![0]),
+            None => {
+                let count = self.groups.count();
+                anyhow::ensure!(count != 0, "Windows reported no active processor");
+                Ok((0..count).collect())
+            }
         }
     }
 
     fn observe(&mut self, cpu: u32, visit: &mut dyn FnMut(&mut dyn Observe)) -> anyhow::Result<()> {
         let Some(reader) = self.reader() else {
+            let (group, number) = self
+                .groups
+                .locate(cpu)
+                .with_context(|| format!("there is no processor {cpu}"))?;
+            // CPUID answers for the processor the thread runs on: pin it.
+            let pinned = affinity::pin(group, number).with_context(|| {
+                format!("cannot run on processor {cpu} (group {group}, number {number})")
+            })?;
             visit(&mut CpuidOnly);
+            drop(pinned);
             return Ok(());
         };
         let record = reader

@@ -132,15 +132,54 @@ fn each_verdict_from_the_value_that_decides_it() {
         f.cr4 = Some(0x2020);
         f
     };
+    let centaur_no_vmx = {
+        let mut f = Fixture::skylake();
+        f.cpuid.insert(0, leaf0(0x10, b"CentaurHauls"));
+        f.cpuid.get_mut(&1).unwrap().ecx &= !(1 << 5);
+        f
+    };
+    let zhaoxin = {
+        let mut f = Fixture::skylake();
+        f.cpuid.insert(0, leaf0(0x10, b"  Shanghai  "));
+        f
+    };
+    let pke_forbidden = {
+        // A nested hypervisor whose FIXED1 lacks PKE while its guest has it set.
+        let mut f = Fixture::skylake();
+        f.cr4 = Some(0x40_0020);
+        f
+    };
     let cases = [
         (amd, Verdict::NotIntel),
+        (centaur_no_vmx, Verdict::NoVmx),
+        (zhaoxin, Verdict::Ready),
         (Fixture::kvm_guest_without_vmx(), Verdict::NestedUnavailable),
         (no_vmx, Verdict::NoVmx),
         (with(0x3a, Some(0x1)), Verdict::DisabledByFirmware),
         (with(0x3a, Some(0x3)), Verdict::DisabledByFirmware),
         (in_use, Verdict::InUse),
+        (with(0x3a, None), Verdict::VmxUnusable),
+        (with(0x480, None), Verdict::VmxUnusable),
+        (
+            with(0x480, Some(0x00d8_0000_0000_002b)),
+            Verdict::VmxUnusable,
+        ),
+        (
+            with(0x480, Some(0x00d8_2000_0000_002b)),
+            Verdict::VmxUnusable,
+        ),
+        (
+            with(0x480, Some(0x00c0_1000_0000_002b)),
+            Verdict::VmxUnusable,
+        ),
+        (
+            with(0x480, Some(0x00d8_1000_8000_002b)),
+            Verdict::VmxUnusable,
+        ),
+        (with(0x487, None), Verdict::VmxUnusable),
+        (with(0x488, Some(0xa000)), Verdict::VmxUnusable),
+        (pke_forbidden, Verdict::VmxUnusable),
         (unread, Verdict::Undetermined),
-        (with(0x3a, None), Verdict::Undetermined),
         (with(0x3a, Some(0x0)), Verdict::Ready),
         (Fixture::skylake(), Verdict::Ready),
     ];
@@ -198,6 +237,7 @@ fn overall_verdict_is_the_first_in_contract_order() {
             "no-vmx",
             "disabled-by-firmware",
             "in-use",
+            "vmx-unusable",
             "undetermined",
             "ready"
         ]

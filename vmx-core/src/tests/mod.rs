@@ -25,8 +25,9 @@ fn slots(n: usize) -> Vec<Processor<SimPage>> {
     (0..n).map(|_| Processor::new()).collect()
 }
 
-/// Expects the CPUID reads of an Intel processor with VMX, in order.
-fn expect_cpuid(cpu: &mut MockCpu, seq: &mut Sequence) {
+/// Expects the CPUID reads of an Intel processor with VMX, in order, with
+/// `extra_ecx` added to leaf 1's ECX.
+fn expect_cpuid(cpu: &mut MockCpu, seq: &mut Sequence, extra_ecx: u32) {
     let answers = [
         (
             0,
@@ -42,7 +43,7 @@ fn expect_cpuid(cpu: &mut MockCpu, seq: &mut Sequence) {
             CpuidResult {
                 eax: 0x50654,
                 ebx: 0,
-                ecx: 0x77fa_f3bf,
+                ecx: 0x77fa_f3bf | extra_ecx,
                 edx: 0xbfeb_fbff,
             },
         ),
@@ -70,6 +71,22 @@ fn expect_cpuid(cpu: &mut MockCpu, seq: &mut Sequence) {
     }
 }
 
+/// Expects the CPUID and MSR reads of entering on Bochs' corei7_skylake_x
+/// with IA32_FEATURE_CONTROL locked and enabled, in order.
+fn expect_skylake_msrs(cpu: &mut MockCpu, seq: &mut Sequence) {
+    expect_cpuid(cpu, seq, 0);
+    for (msr, value) in [
+        (0x3a, 0x5),
+        (0x480, sim::BASIC),
+        (0x486, 0x8000_0021),
+        (0x487, 0xffff_ffff),
+        (0x488, 0x2000),
+        (0x489, 0x0037_27ff),
+    ] {
+        expect_read(cpu, seq, msr, value);
+    }
+}
+
 fn expect_read(cpu: &mut MockCpu, seq: &mut Sequence, msr: u32, value: u64) {
     cpu.expect_read_msr()
         .with(eq(msr))
@@ -82,21 +99,15 @@ fn expect_read(cpu: &mut MockCpu, seq: &mut Sequence, msr: u32, value: u64) {
 fn entering_checks_everything_before_changing_anything_then_vmxon() {
     let mut cpu = MockCpu::new();
     let mut seq = Sequence::new();
-    expect_cpuid(&mut cpu, &mut seq);
-    expect_read(&mut cpu, &mut seq, 0x3a, 0x5);
-    cpu.expect_read_cr4()
-        .times(1)
-        .in_sequence(&mut seq)
-        .return_const(GRUB_CR4);
-    expect_read(&mut cpu, &mut seq, 0x480, sim::BASIC);
-    expect_read(&mut cpu, &mut seq, 0x486, 0x8000_0021);
-    expect_read(&mut cpu, &mut seq, 0x487, 0xffff_ffff);
-    expect_read(&mut cpu, &mut seq, 0x488, 0x2000);
-    expect_read(&mut cpu, &mut seq, 0x489, 0x0037_27ff);
+    expect_skylake_msrs(&mut cpu, &mut seq);
     cpu.expect_read_cr0()
         .times(1)
         .in_sequence(&mut seq)
         .return_const(GRUB_CR0);
+    cpu.expect_read_cr4()
+        .times(1)
+        .in_sequence(&mut seq)
+        .return_const(GRUB_CR4);
     cpu.expect_write_cr4()
         .with(eq(0x2020))
         .times(1)
@@ -162,17 +173,15 @@ fn entering_checks_everything_before_changing_anything_then_vmxon() {
     assert_eq!(processor.status(), ProcessorStatus::Off);
 }
 
-#[test]
-fn unlocked_feature_control_is_locked_with_vmx_enabled_after_the_checks() {
+/// Entering an unlocked IA32_FEATURE_CONTROL on a processor whose CPUID
+/// reports SMX (`smx_ecx`) or not, with CR4.SMXE set either way: the lock
+/// value sets bit 1 exactly when CPUID says SMX is supported.
+fn lock_with(smx_ecx: u32, expected: u64) {
     let mut cpu = MockCpu::new();
     let mut seq = Sequence::new();
-    expect_cpuid(&mut cpu, &mut seq);
+    expect_cpuid(&mut cpu, &mut seq, smx_ecx);
     // Unlocked, with SGX and LMCE bits that must survive.
     expect_read(&mut cpu, &mut seq, 0x3a, 0x14_0000);
-    cpu.expect_read_cr4()
-        .times(1)
-        .in_sequence(&mut seq)
-        .return_const(GRUB_CR4 | (1 << 14));
     expect_read(&mut cpu, &mut seq, 0x480, sim::BASIC);
     for (msr, value) in [
         (0x486, 0x8000_0021),
@@ -186,13 +195,17 @@ fn unlocked_feature_control_is_locked_with_vmx_enabled_after_the_checks() {
         .times(1)
         .in_sequence(&mut seq)
         .return_const(0x8000_0031u64);
-    // CR4.SMXE is set, so VMX inside SMX is enabled too; never the lock alone.
+    cpu.expect_read_cr4()
+        .times(1)
+        .in_sequence(&mut seq)
+        .return_const(GRUB_CR4 | (1 << 14));
+    // Never the lock alone.
     cpu.expect_write_msr()
-        .with(eq(0x3a), eq(0x14_0007))
+        .with(eq(0x3a), eq(expected))
         .times(1)
         .in_sequence(&mut seq)
         .returning(|_, _| Ok(()));
-    expect_read(&mut cpu, &mut seq, 0x3a, 0x14_0007);
+    expect_read(&mut cpu, &mut seq, 0x3a, expected);
     cpu.expect_write_cr4()
         .with(eq(0x6020))
         .times(1)
@@ -204,6 +217,19 @@ fn unlocked_feature_control_is_locked_with_vmx_enabled_after_the_checks() {
         .in_sequence(&mut seq)
         .returning(|_| Ok(VmxOutcome::Succeed));
     Processor::new().enter(&mut cpu, page(0x1000)).unwrap();
+}
+
+#[test]
+fn unlocked_feature_control_is_locked_with_vmx_enabled_after_the_checks() {
+    // CPUID.1:ECX.SMX (bit 6) set: VMX inside SMX is enabled too, so a
+    // later measured launch keeps VMX.
+    lock_with(1 << 6, 0x14_0007);
+}
+
+#[test]
+fn the_smx_bit_of_the_lock_follows_cpuid_not_cr4_smxe() {
+    // CR4.SMXE set but CPUID without SMX: setting bit 1 would be a #GP.
+    lock_with(0, 0x14_0005);
 }
 
 #[test]
@@ -336,6 +362,253 @@ fn vmxoff_that_raises_ud_restores_registers_and_releases_the_page() {
     assert_eq!(failure.region.map(|p| p.physical_address), Some(0x1000));
     assert_eq!((cpu.cr0, cpu.cr4), (GRUB_CR0, GRUB_CR4));
     assert!(!processor.is_entered());
+}
+
+#[test]
+fn vmxoff_that_raises_gp_keeps_the_processor_entered_and_its_page() {
+    // Only #UD means "not in VMX operation". A #GP (a VMXOFF at CPL > 0 in
+    // a broken platform, say) leaves the processor possibly still in VMX
+    // operation: CR4.VMXE must stay set and the region in use.
+    let mut cpu = MockCpu::new();
+    let mut seq = Sequence::new();
+    expect_skylake_msrs(&mut cpu, &mut seq);
+    cpu.expect_read_cr0().return_const(0x8000_0031u64);
+    cpu.expect_read_cr4().return_const(GRUB_CR4);
+    cpu.expect_write_cr4().times(1).return_const(());
+    cpu.expect_vmxon().returning(|_| Ok(VmxOutcome::Succeed));
+    let mut processor = Processor::new();
+    processor.enter(&mut cpu, page(0x1000)).unwrap();
+    cpu.checkpoint();
+    cpu.expect_vmxoff()
+        .times(1)
+        .returning(|| Err(Fault::GeneralProtection));
+    cpu.expect_write_cr4().never();
+    cpu.expect_write_cr0().never();
+    let failure = processor.leave(&mut cpu).unwrap_err();
+    assert_eq!(
+        failure.error,
+        Error::Faulted {
+            instruction: Instruction::Vmxoff,
+            fault: Fault::GeneralProtection
+        }
+    );
+    assert!(failure.region.is_none(), "the region may still be in use");
+    assert!(processor.is_entered());
+    assert!(matches!(
+        processor.status(),
+        ProcessorStatus::On { region: 0x1000, .. }
+    ));
+}
+
+#[test]
+fn rollback_after_a_failed_vmxon_restores_only_the_bits_entering_changed() {
+    // Between the write of CR4 and VMXON's failure the system toggled
+    // CR4.PGE (bit 7), as an OS does to flush the TLB. Rollback must clear
+    // VMXE and keep PGE as the system left it, not write the whole old CR4.
+    let mut cpu = MockCpu::new();
+    let mut seq = Sequence::new();
+    expect_skylake_msrs(&mut cpu, &mut seq);
+    cpu.expect_read_cr0()
+        .times(1)
+        .in_sequence(&mut seq)
+        .return_const(0x8000_0031u64);
+    cpu.expect_read_cr4()
+        .times(1)
+        .in_sequence(&mut seq)
+        .return_const(0x20u64);
+    cpu.expect_write_cr4()
+        .with(eq(0x2020))
+        .times(1)
+        .in_sequence(&mut seq)
+        .return_const(());
+    cpu.expect_vmxon()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_| Ok(VmxOutcome::FailInvalid));
+    cpu.expect_read_cr4()
+        .times(1)
+        .in_sequence(&mut seq)
+        .return_const(0x20a0u64);
+    cpu.expect_write_cr4()
+        .with(eq(0xa0))
+        .times(1)
+        .in_sequence(&mut seq)
+        .return_const(());
+    cpu.expect_write_cr0().never();
+    let failure = Processor::new().enter(&mut cpu, page(0x1000)).unwrap_err();
+    assert_eq!(
+        failure.error,
+        Error::VmFailInvalid {
+            instruction: Instruction::Vmxon
+        }
+    );
+}
+
+#[test]
+fn the_simulated_vmxon_in_vmx_root_is_vmfail_invalid() {
+    // No current VMCS after VMXON: VMfail(15) is VMfailInvalid.
+    let mut cpu = SimCpu::skylake();
+    Processor::new().enter(&mut cpu, page(0x1000)).unwrap();
+    assert_eq!(
+        crate::Cpu::vmxon(&mut cpu, 0x2000),
+        Ok(VmxOutcome::FailInvalid)
+    );
+}
+
+#[test]
+fn a_cr4_bit_fixed1_forbids_is_never_cleared_by_entering() {
+    // A nested hypervisor narrows FIXED1 to exclude PKE and SMAP while its
+    // guest runs with both: before, entering cleared them silently.
+    let mut cpu = SimCpu::booted(GRUB_CR0, GRUB_CR4 | (1 << 21) | (1 << 22));
+    cpu.cr4_fixed.1 &= !((1 << 21) | (1 << 22));
+    let failure = Processor::new().enter(&mut cpu, page(0x1000)).unwrap_err();
+    assert_eq!(
+        failure.error,
+        Error::FixedBitForbidden {
+            register: crate::fixed_bits::ControlRegister::Cr4,
+            bit: 21,
+            value: GRUB_CR4 | (1 << 21) | (1 << 22),
+            fixed1: cpu.cr4_fixed.1,
+        }
+    );
+    assert!(format!("{}", failure.error).contains("CR4.SMAP (bit 21)"));
+    assert!(cpu.is_pristine());
+    assert_eq!(cpu.count(Op::WriteCr4) + cpu.count(Op::WriteMsr(0x3a)), 0);
+}
+
+/// A small deterministic generator (xorshift64*), so that a failing case
+/// can be reproduced from its number.
+struct Random(u64);
+
+impl Random {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn chance(&mut self, in_eight: u64) -> bool {
+        self.next() % 8 < in_eight
+    }
+
+    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
+        items[(self.next() % items.len() as u64) as usize]
+    }
+}
+
+/// A simulated processor with random values where they matter: vendor,
+/// VMX and SMX bits, IA32_FEATURE_CONTROL, IA32_VMX_BASIC, the fixed bits,
+/// CR0 and CR4, and MSRs that fault.
+fn random_cpu(random: &mut Random) -> SimCpu {
+    let cr4_bits = [
+        0x20u64,
+        0x6f0,
+        1 << 12,
+        1 << 14,
+        1 << 18,
+        1 << 20,
+        1 << 21,
+        1 << 22,
+    ];
+    let mut cr4 = GRUB_CR4;
+    for bit in cr4_bits {
+        if random.chance(1) {
+            cr4 |= bit;
+        }
+    }
+    if random.chance(1) {
+        cr4 |= 1 << 13; // VMXE: in use
+    }
+    let cr0 = random.pick(&[
+        GRUB_CR0,
+        0x8005_0033,
+        0xe005_003b,
+        0x11,
+        0x8000_0011 | (1 << 29),
+    ]);
+    let mut cpu = SimCpu::booted(cr0, cr4);
+    cpu.vendor = random.pick(&[
+        *b"GenuineIntel",
+        *b"GenuineIntel",
+        *b"CentaurHauls",
+        *b"  Shanghai  ",
+        *b"AuthenticAMD",
+        *b"HygonGenuine",
+    ]);
+    cpu.vmx = random.chance(7);
+    cpu.smx = random.chance(4);
+    cpu.feature_control = random.pick(&[0x5, 0x5, 0x7, 0x0, 0x4, 0x1, 0x3, 0x14_0000, 0x10_0005]);
+    cpu.basic = random.pick(&[
+        sim::BASIC,
+        sim::BASIC,
+        sim::BASIC,
+        sim::BASIC,
+        sim::BASIC & !(0x1fff << 32),
+        (sim::BASIC & !(0x1fff << 32)) | (0x1001 << 32),
+        (sim::BASIC & !(0x1fff << 32)) | (0x400 << 32),
+        sim::BASIC & !(0xf << 50),
+        sim::BASIC | (1 << 31),
+    ]);
+    if random.chance(2) {
+        cpu.cr4_fixed.1 &= !random.pick(&[1 << 12, 1 << 18, 1 << 20, 1 << 21, 1 << 22, 1 << 13]);
+    }
+    if random.chance(1) {
+        cpu.cr0_fixed = random.pick(&[
+            (0x21, 0xffff_ffff),
+            (0x8000_0021, 0x9fff_ffff),
+            (1 << 40, 0),
+        ]);
+    }
+    if random.chance(1) {
+        cpu.cr4_fixed.0 |= random.pick(&[1 << 5, 1 << 15, 1 << 0]);
+    }
+    if random.chance(1) {
+        let msr = random.pick(&[0x3a, 0x480, 0x486, 0x487, 0x488, 0x489]);
+        cpu.faulting_msrs.push(msr);
+    }
+    cpu
+}
+
+#[test]
+fn the_verdict_is_ready_exactly_when_enter_succeeds_on_random_processors() {
+    use crate::diagnosis::{CpuObserver, Verdict, diagnose};
+    let mut random = Random(0x9e37_79b9_7f4a_7c15);
+    let (mut ready, mut refused) = (0, 0);
+    for case in 0..20_000 {
+        let cpu = random_cpu(&mut random);
+        // The diagnosis sees every value (ring 0): nothing is unknown.
+        let report = diagnose(&mut CpuObserver(&mut cpu.clone()));
+        assert_ne!(
+            report.verdict,
+            Verdict::Undetermined,
+            "case {case}: {cpu:?}"
+        );
+        let mut entering = cpu.clone();
+        let result = Processor::new().enter(&mut entering, page(0x1000));
+        assert_eq!(
+            report.verdict == Verdict::Ready,
+            result.is_ok(),
+            "case {case}: {report:?} vs {:?} on {cpu:?}",
+            result.as_ref().err().map(|f| f.error)
+        );
+        assert!(
+            entering.violations.is_empty(),
+            "case {case}: {:?}",
+            entering.violations
+        );
+        if result.is_ok() {
+            ready += 1;
+        } else {
+            refused += 1;
+            assert!(entering.is_pristine() || entering.feature_control != cpu.feature_control);
+        }
+    }
+    // The generator reaches both sides often enough to mean something.
+    assert!(
+        ready > 1000 && refused > 1000,
+        "{ready} ready, {refused} refused"
+    );
 }
 
 /// The error a failure at `step` must produce.

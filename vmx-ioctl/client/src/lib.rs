@@ -69,6 +69,11 @@ pub enum ClientError {
     Open {
         /// `GetLastError()`.
         win32: u32,
+        /// The device was opened earlier in this process.
+        opened_before: bool,
+        /// Whether this process runs elevated (its token's
+        /// `TokenElevation`), when that could be read.
+        elevated: Option<bool>,
     },
     /// The driver refused or failed the request.
     Ioctl {
@@ -88,11 +93,77 @@ pub enum ClientError {
     Unsettled,
 }
 
+/// Why a request got `ERROR_ACCESS_DENIED`, from what is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AccessDenied {
+    /// The process is not elevated: the device's security descriptor
+    /// admits only SYSTEM and Administrators.
+    NotElevated,
+    /// Elevation could not be read: most likely not elevated.
+    ElevationUnknown,
+    /// The handle opened fine (in this request, or earlier in this process)
+    /// and now the driver refuses. nt-driver never completes a request
+    /// with `STATUS_ACCESS_DENIED`, and the device's security descriptor
+    /// does not change while it is loaded: the driver, or the process that
+    /// hosts it (under Wine, `winedevice.exe`: a crashed driver host makes
+    /// every later request fail with `ERROR_ACCESS_DENIED`), has stopped
+    /// responding.
+    DriverStopped,
+    /// The process is elevated and still refused: not a question of rights
+    /// (the descriptor was overridden for the device's class, or security
+    /// software blocks the device).
+    ElevatedButRefused,
+}
+
+impl AccessDenied {
+    /// The cause of an `ERROR_ACCESS_DENIED`: on an open handle
+    /// (`handle_opened`), on the device opened earlier in this process
+    /// (`opened_before`), or at the first open, with the process's
+    /// elevation when known.
+    #[must_use]
+    pub const fn cause(handle_opened: bool, opened_before: bool, elevated: Option<bool>) -> Self {
+        if handle_opened || opened_before {
+            return Self::DriverStopped;
+        }
+        match elevated {
+            Some(false) => Self::NotElevated,
+            None => Self::ElevationUnknown,
+            Some(true) => Self::ElevatedButRefused,
+        }
+    }
+
+    /// The sentence for the user: what is wrong and what to do.
+    #[must_use]
+    pub const fn text(self) -> &'static str {
+        match self {
+            Self::NotElevated => {
+                "access denied: run as Administrator (the device admits only SYSTEM and \
+                 Administrators)"
+            }
+            Self::ElevationUnknown => {
+                "access denied: run as Administrator (the device admits only SYSTEM and \
+                 Administrators; this program could not tell whether it runs elevated)"
+            }
+            Self::DriverStopped => {
+                "access denied by a device that opened fine: nt-driver never refuses a request \
+                 that way, so the driver or the process hosting it has stopped responding; look \
+                 at its last DbgView lines, then restart it (`sc.exe stop nt_driver`, \
+                 `sc.exe start nt_driver`)"
+            }
+            Self::ElevatedButRefused => {
+                "access denied although this process runs elevated: not a question of rights; \
+                 the device's security descriptor may have been overridden for its class, or \
+                 security software blocks the device; look at the driver's DbgView lines"
+            }
+        }
+    }
+}
+
 impl ClientError {
     /// Whether the driver is not loaded (the device does not exist).
     #[must_use]
     pub fn driver_not_loaded(&self) -> bool {
-        matches!(self, Self::Open { win32 } if *win32 == ERROR_FILE_NOT_FOUND || *win32 == ERROR_PATH_NOT_FOUND)
+        matches!(self, Self::Open { win32, .. } if *win32 == ERROR_FILE_NOT_FOUND || *win32 == ERROR_PATH_NOT_FOUND)
     }
 }
 
@@ -104,20 +175,25 @@ impl core::fmt::Display for ClientError {
                 "driver not loaded: {USER_PATH} does not exist; install and start nt-driver \
                  (`sc.exe start nt_driver`, see docs/src/windows/deploy.md)"
             ),
-            Self::Open { win32 } if *win32 == ERROR_ACCESS_DENIED => f.write_str(
-                "access denied: run as Administrator (the device admits only SYSTEM and \
-                 Administrators)",
-            ),
-            Self::Open { win32 } => {
+            Self::Open {
+                win32: ERROR_ACCESS_DENIED,
+                opened_before,
+                elevated,
+            } => f.write_str(AccessDenied::cause(false, *opened_before, *elevated).text()),
+            Self::Open { win32, .. } => {
                 write!(f, "opening {USER_PATH} failed with Win32 error {win32}")
             }
             Self::Ioctl { ioctl, win32 } => {
                 let name = ioctl.name();
                 match *win32 {
-                    ERROR_ACCESS_DENIED => write!(f, "{name}: access denied: run as Administrator"),
+                    ERROR_ACCESS_DENIED => {
+                        let text = AccessDenied::cause(true, true, None).text();
+                        write!(f, "{name}: {text}")
+                    }
                     ERROR_BUSY => write!(
                         f,
-                        "{name}: the driver is busy with another request; try again"
+                        "{name}: the driver is busy with another request, or the system is going \
+                         to sleep or resuming; try again"
                     ),
                     ERROR_REVISION_MISMATCH | ERROR_INVALID_FUNCTION | ERROR_BAD_LENGTH => write!(
                         f,

@@ -108,20 +108,114 @@ fn a_refusal_comes_back_with_the_processor_and_the_reason() {
     );
 }
 
+fn open_error(win32: u32, opened_before: bool, elevated: Option<bool>) -> ClientError {
+    ClientError::Open {
+        win32,
+        opened_before,
+        elevated,
+    }
+}
+
 #[test]
 fn errors_say_what_to_do() {
-    let not_loaded = ClientError::Open {
-        win32: ERROR_FILE_NOT_FOUND,
-    };
+    let not_loaded = open_error(ERROR_FILE_NOT_FOUND, false, None);
     assert!(not_loaded.driver_not_loaded());
     assert!(not_loaded.to_string().starts_with("driver not loaded"));
-    let denied = ClientError::Open {
-        win32: ERROR_ACCESS_DENIED,
-    };
+    let denied = open_error(ERROR_ACCESS_DENIED, false, Some(false));
     assert!(denied.to_string().contains("run as Administrator"));
     let busy = ClientError::Ioctl {
         ioctl: Ioctl::Enter,
         win32: ERROR_BUSY,
     };
     assert!(busy.to_string().contains("busy"));
+}
+
+/// A transport whose driver host dies after `answers` requests: from then
+/// on every request fails as Wine reports it, with ERROR_ACCESS_DENIED.
+struct Dying {
+    device: Simulated,
+    answers: usize,
+}
+
+impl Transport for Dying {
+    fn ioctl(
+        &mut self,
+        code: u32,
+        input: &[u8],
+        output: &mut [u8],
+    ) -> Result<usize, TransportError> {
+        if self.answers == 0 {
+            return Err(TransportError {
+                win32: ERROR_ACCESS_DENIED,
+                returned: 0,
+            });
+        }
+        self.answers -= 1;
+        self.device.ioctl(code, input, output)
+    }
+}
+
+#[test]
+fn access_denied_on_an_open_handle_names_a_stopped_driver_not_administrator_rights() {
+    let device = Simulated(device(processors(2), SimAllocator::default()));
+    // The first QUERY call (the header) is answered, the second is not.
+    let mut client = Client::new(Dying { device, answers: 1 });
+    let error = client.query().unwrap_err();
+    assert_eq!(
+        error,
+        ClientError::Ioctl {
+            ioctl: Ioctl::Query,
+            win32: ERROR_ACCESS_DENIED
+        }
+    );
+    let text = error.to_string();
+    assert!(!text.contains("run as Administrator"), "{text}");
+    assert!(text.contains("stopped responding"), "{text}");
+    assert!(text.contains("sc.exe"), "{text}");
+}
+
+#[test]
+fn access_denied_at_open_is_explained_by_the_facts() {
+    // Not elevated: the device's SDDL admits SYSTEM and Administrators only.
+    let text = open_error(ERROR_ACCESS_DENIED, false, Some(false)).to_string();
+    assert!(text.contains("run as Administrator"), "{text}");
+    // Elevated and still refused: not a question of rights.
+    let text = open_error(ERROR_ACCESS_DENIED, false, Some(true)).to_string();
+    assert!(!text.contains("run as Administrator"), "{text}");
+    assert!(
+        text.contains("although this process runs elevated"),
+        "{text}"
+    );
+    // It opened earlier in this process: the driver stopped, nothing else
+    // changed.
+    for elevated in [None, Some(false), Some(true)] {
+        let text = open_error(ERROR_ACCESS_DENIED, true, elevated).to_string();
+        assert!(text.contains("stopped responding"), "{text}");
+        assert!(!text.contains("run as Administrator"), "{text}");
+    }
+    // Elevation unknown: say so.
+    let text = open_error(ERROR_ACCESS_DENIED, false, None).to_string();
+    assert!(text.contains("run as Administrator"), "{text}");
+    assert!(text.contains("could not tell"), "{text}");
+}
+
+#[test]
+fn the_cause_of_access_denied_follows_from_the_facts() {
+    use AccessDenied::*;
+    // (handle opened, opened before in this process, elevated) -> cause
+    let table = [
+        ((true, true, None), DriverStopped),
+        ((true, false, Some(true)), DriverStopped),
+        ((false, true, Some(false)), DriverStopped),
+        ((false, false, Some(false)), NotElevated),
+        ((false, false, None), ElevationUnknown),
+        ((false, false, Some(true)), ElevatedButRefused),
+    ];
+    for ((handle_opened, opened_before, elevated), cause) in table {
+        assert_eq!(
+            AccessDenied::cause(handle_opened, opened_before, elevated),
+            cause,
+            "{handle_opened} {opened_before} {elevated:?}"
+        );
+    }
 }

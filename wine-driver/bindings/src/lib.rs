@@ -69,3 +69,15 @@ pub extern "system" fn __CxxFrameHandler3() -> i32 {
     // EXCEPTION_DISPOSITION::ExceptionContinueSearch: "not mine".
     1
 }
+
+// mingw-w64: its libntoskrnl.a has no import entry for `__chkstk`, the
+// stack probe LLVM calls in a function whose frame is larger than a page.
+// ntoskrnl.exe exports it (Windows' and Wine's), and the WDK's ntoskrnl.lib,
+// which wdk-sys links, lists it; here the import is made directly.
+#[link(name = "ntoskrnl.exe", kind = "raw-dylib", modifiers = "+verbatim")]
+unsafe extern "C" {
+    /// The stack probe: touches each page of a frame of RAX bytes below the
+    /// caller's stack pointer, changing no register but R10, R11 and the
+    /// flags. Only compiler-generated code calls it.
+    fn __chkstk();
+}

@@ -82,10 +82,36 @@ pub enum Scenario {
         /// The verdict the kernel must diagnose.
         expect: &'static str,
     },
+    /// CR0 and CR4 bits the VMX fixed bits leave free flipped on every
+    /// processor, then enter and leave (kvm-unit-tests' "valid but tweaked
+    /// CR0/CR4").
+    EnterLeaveFlexible,
     /// `VMfailInvalid` on the last processor, everything rolled back.
     WrongRevisionId,
     /// #UD from VMXON on the last processor, everything rolled back.
     DropVmxe,
+    /// #GP from VMXON with CR0.NE clear on the last processor.
+    Cr0Ne,
+    /// #GP from VMXON with IA32_FEATURE_CONTROL unlocked (SeaBIOS) on the
+    /// last processor, first 0x0, then 0x4 (VMX enabled, the lock lost and
+    /// caught by vmx-core's read-back); it stays unlocked there.
+    VmxonUnlocked,
+    /// The lock bit written alone on the last processor (SeaBIOS): caught
+    /// by vmx-core's read-back, entering refused after, VMXON past the
+    /// check #GP, WRMSR to the locked MSR #GP.
+    LockAlone,
+    /// VMfailInvalid from VMXON with a misaligned operand.
+    MisalignedRegion,
+    /// VMfailInvalid from VMXON with an operand beyond the
+    /// physical-address width.
+    RegionBeyondWidth,
+    /// #UD from VMXOFF outside VMX operation.
+    VmxoffOutside,
+    /// VMfailInvalid from VMXON in VMX root operation, no current VMCS.
+    VmxonInRoot,
+    /// VMfailValid(15) from VMXON in VMX root operation and VMfailValid(3)
+    /// from VMCLEAR of the VMXON region, with a current VMCS.
+    VmfailValid,
     /// Entering twice is refused.
     EnterTwice,
     /// Leaving without entering is refused.
@@ -108,8 +134,17 @@ impl Scenario {
     pub fn name(self) -> &'static str {
         match self {
             Self::EnterLeave { .. } => "enter-leave",
+            Self::EnterLeaveFlexible => "enter-leave-flexible",
             Self::WrongRevisionId => "fault-wrong-revision-id",
             Self::DropVmxe => "fault-drop-vmxe",
+            Self::Cr0Ne => "fault-cr0-ne",
+            Self::VmxonUnlocked => "fault-vmxon-unlocked",
+            Self::LockAlone => "fault-lock-alone",
+            Self::MisalignedRegion => "fault-misaligned-region",
+            Self::RegionBeyondWidth => "fault-region-beyond-width",
+            Self::VmxoffOutside => "fault-vmxoff-outside",
+            Self::VmxonInRoot => "fault-vmxon-in-root",
+            Self::VmfailValid => "fault-vmfail-valid",
             Self::EnterTwice => "fault-enter-twice",
             Self::LeaveWithoutEnter => "fault-leave-without-enter",
             Self::EnterLeaveUnlocked => "enter-leave-unlocked",
@@ -221,8 +256,10 @@ fn seabios(model: &str, cpus: u32, scenario: Scenario) -> Case {
 
 /// The default matrix: enter and leave with 1, 2 and 4 processors on two
 /// VT-x models; refusal on an AMD model and on QEMU TCG; the injected
-/// failures and refusals on 4 processors; locking an unlocked
-/// IA32_FEATURE_CONTROL; a dump that the checker must find `ready`.
+/// failures and refusals on 4 processors, the failure on processor 3 (an
+/// application processor), the feature-control ones on SeaBIOS; locking an
+/// unlocked IA32_FEATURE_CONTROL; a dump that the checker must find
+/// `ready`.
 pub fn default_matrix() -> Vec<Case> {
     let ready = Scenario::EnterLeave { expect: READY };
     let mut cases = Vec::new();
@@ -230,6 +267,9 @@ pub fn default_matrix() -> Vec<Case> {
         for cpus in [1, 2, 4] {
             cases.push(bochs(model, cpus, ready));
         }
+    }
+    for model in ["corei7_skylake_x", "tigerlake"] {
+        cases.push(bochs(model, 2, Scenario::EnterLeaveFlexible));
     }
     cases.push(bochs(
         "ryzen",
@@ -249,8 +289,17 @@ pub fn default_matrix() -> Vec<Case> {
         Scenario::DropVmxe,
         Scenario::EnterTwice,
         Scenario::LeaveWithoutEnter,
+        Scenario::Cr0Ne,
+        Scenario::MisalignedRegion,
+        Scenario::RegionBeyondWidth,
+        Scenario::VmxoffOutside,
+        Scenario::VmxonInRoot,
+        Scenario::VmfailValid,
     ] {
         cases.push(bochs("corei7_skylake_x", 4, fault));
+    }
+    for fault in [Scenario::VmxonUnlocked, Scenario::LockAlone] {
+        cases.push(seabios("corei7_skylake_x", 4, fault));
     }
     cases.push(seabios("corei7_skylake_x", 2, Scenario::EnterLeaveUnlocked));
     cases.push(bochs(
@@ -300,6 +349,46 @@ mod tests {
         let fault = bochs("tigerlake", 4, Scenario::DropVmxe);
         assert_eq!(fault.command_line(), "scenario=fault-drop-vmxe");
         assert_eq!(fault.name(), "bochs-tigerlake-4cpu-fault-drop-vmxe");
+    }
+
+    #[test]
+    fn every_failure_runs_on_four_processors_and_feature_control_ones_on_seabios() {
+        let cases = default_matrix();
+        for fault in [
+            Scenario::Cr0Ne,
+            Scenario::MisalignedRegion,
+            Scenario::RegionBeyondWidth,
+            Scenario::VmxoffOutside,
+            Scenario::VmxonInRoot,
+            Scenario::VmfailValid,
+            Scenario::VmxonUnlocked,
+            Scenario::LockAlone,
+        ] {
+            let case = cases
+                .iter()
+                .find(|case| case.scenario == fault)
+                .unwrap_or_else(|| panic!("{fault:?} is not in the default matrix"));
+            assert_eq!(case.machine.cpus(), 4, "{}", case.name());
+            let seabios = matches!(
+                case.machine,
+                Machine::Bochs {
+                    firmware: Firmware::SeaBios,
+                    ..
+                }
+            );
+            assert_eq!(
+                seabios,
+                matches!(fault, Scenario::VmxonUnlocked | Scenario::LockAlone),
+                "{}",
+                case.name()
+            );
+        }
+        let lock = seabios("corei7_skylake_x", 4, Scenario::LockAlone);
+        assert_eq!(lock.command_line(), "scenario=fault-lock-alone");
+        assert_eq!(
+            lock.name(),
+            "bochs-corei7_skylake_x-4cpu-seabios-fault-lock-alone"
+        );
     }
 
     #[test]
