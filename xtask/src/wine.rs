@@ -51,6 +51,7 @@ const SUBSTITUTED: &[&str] = &[
     "ExUnregisterCallback",
     "ExNotifyCallback",
     "ObfDereferenceObject",
+    "IofCompleteRequest",
 ];
 
 /// A short request's time limit; longer ones say theirs.
@@ -556,6 +557,68 @@ fn round_trip(suite: &mut Suite) -> Result<Verdict> {
     suite.client_ok(&["round-trip", "1000"], Duration::from_secs(120))
 }
 
+/// A sleep and a resume, delivered to the driver's `\Callback\PowerState`
+/// callback by the test image's power hook (Wine has no power manager):
+/// between them, a request that changes VMX state (LEAVE: it is refused
+/// before any privileged instruction on any host) is refused because the
+/// system is changing its power state, while STATUS is still answered;
+/// after the resume LEAVE is back to "not in VMX operation". A driver
+/// without a power callback is a SKIP.
+fn sleep_and_resume(suite: &mut Suite) -> Result<Verdict> {
+    let registered = suite
+        .session
+        .driver_lines_since(0)
+        .iter()
+        .any(|l| l.contains("\\Callback\\PowerState ExRegisterCallback"));
+    if !registered {
+        return Ok(Verdict::Skip(
+            "the driver registered no \\Callback\\PowerState callback (no power handling in \
+             this build)"
+                .into(),
+        ));
+    }
+    let mark = suite.session.log_mark();
+    if let Verdict::Fail(why) = suite.client_ok(&["power", "suspend"], SHORT)? {
+        return Ok(Verdict::Fail(format!("the sleep notification: {why}")));
+    }
+    let asleep_off = suite.checker(&["off"])?;
+    let asleep_status = suite.checker(&["status"])?;
+    let asleep = suite.session.driver_lines_since(mark);
+    let mark = suite.session.log_mark();
+    if let Verdict::Fail(why) = suite.client_ok(&["power", "resume"], SHORT)? {
+        return Ok(Verdict::Fail(format!("the resume notification: {why}")));
+    }
+    let awake_off = suite.checker(&["off"])?;
+    let awake = suite.session.driver_lines_since(mark);
+    const REFUSAL: &str = "LEAVE: the system is changing its power state";
+    Ok(verdict_of((|| {
+        check(asleep_off.code == Some(1), || {
+            format!(
+                "`off` while asleep was not refused:\n{}",
+                asleep_off.transcript()
+            )
+        })?;
+        check(asleep.iter().any(|l| l.contains(REFUSAL)), || {
+            format!("no `{REFUSAL}` in the driver log while asleep")
+        })?;
+        check(asleep_status.code == Some(0), || {
+            format!("STATUS while asleep:\n{}", asleep_status.transcript())
+        })?;
+        check(
+            awake_off.code == Some(1) && awake_off.stderr.contains("not in VMX operation"),
+            || format!("`off` after the resume:\n{}", awake_off.transcript()),
+        )?;
+        check(!awake.iter().any(|l| l.contains(REFUSAL)), || {
+            "LEAVE is still refused for a power transition after the resume".into()
+        })?;
+        Ok(
+            "asleep: LEAVE refused for the transition, STATUS answered; resumed: LEAVE \
+            answered (not in VMX operation)"
+                .into(),
+        )
+    })()))
+}
+
 /// Stop with a handle open, then close it; then start again.
 fn unload_with_handle(suite: &mut Suite) -> Result<Verdict> {
     let mark = suite.session.log_mark();
@@ -759,6 +822,7 @@ const CASES: &[Case] = &[
     ("handles-64", |s| s.raw("handles", SHORT)),
     ("threads-8", |s| s.raw("threads", Duration::from_secs(120))),
     ("round-trip-1000", round_trip),
+    ("sleep-and-resume", sleep_and_resume),
     ("unload-with-handle-open", unload_with_handle),
     ("load-unload-20", load_unload_20),
     ("unload-and-delete", unload_and_delete),

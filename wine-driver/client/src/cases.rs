@@ -380,3 +380,19 @@ pub fn round_trip(count: usize) -> CaseResult {
         micros[0]
     ))
 }
+
+/// The test image's power test request (wine-driver/substitutes'
+/// `POWER_TEST_CODE`): `CTL_CODE(FILE_DEVICE_UNKNOWN, 0xF57,
+/// METHOD_BUFFERED, FILE_ANY_ACCESS)`, not one of nt-driver's codes.
+const POWER_TEST_CODE: u32 = vmx_ioctl::ctl_code(vmx_ioctl::FILE_DEVICE_UNKNOWN, 0xF57, 0, 0);
+
+/// Asks the test image to notify `\Callback\PowerState` of
+/// PO_CB_SYSTEM_STATE_LOCK with `argument` (0: about to leave S0, 1: back
+/// in S0). The driver itself refuses the code as unknown; the substitute
+/// delivers the notification before that completion returns.
+pub fn power(argument: u8) -> CaseResult {
+    let device = open()?;
+    let reply = device.ioctl(POWER_TEST_CODE, &[argument], 0);
+    expect_error("the power test request", &reply, ERROR_INVALID_FUNCTION, 0)?;
+    Ok(format!("PO_CB_SYSTEM_STATE_LOCK, {argument} delivered"))
+}

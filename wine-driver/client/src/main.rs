@@ -6,6 +6,7 @@
 //! wine-client unload-with-handle NAME   stop while a handle is open, then close it
 //! wine-client case CASE                 a raw-request case (see `cases`)
 //! wine-client round-trip COUNT          QUERY COUNT times, the median time
+//! wine-client power suspend|resume      the test image's power notification
 //! ```
 //!
 //! It prints what it saw, then one last line, `ok: ...` or `fail: ...`,
@@ -24,7 +25,8 @@ use vmx_ioctl::{Ioctl, Request};
 use windows_sys::Win32::Foundation::ERROR_FILE_NOT_FOUND;
 
 const USAGE: &str = "usage: wine-client install NAME PATH | start NAME | stop NAME | delete NAME \
-                     | cycle NAME COUNT | unload-with-handle NAME | case CASE | round-trip COUNT";
+                     | cycle NAME COUNT | unload-with-handle NAME | case CASE | round-trip COUNT \
+                     | power suspend|resume";
 
 /// A raw-request case: its name and what runs it.
 type Case = (&'static str, fn() -> cases::CaseResult);
@@ -109,6 +111,8 @@ fn run(args: &[String]) -> Option<cases::CaseResult> {
         ["cycle", name, count] => cycle(name, count.parse().ok()?),
         ["unload-with-handle", name] => unload_with_handle(name),
         ["round-trip", count] => cases::round_trip(count.parse().ok()?),
+        ["power", "suspend"] => cases::power(0),
+        ["power", "resume"] => cases::power(1),
         ["case", case] => CASES.iter().find(|(n, _)| n == case)?.1(),
         _ => return None,
     })

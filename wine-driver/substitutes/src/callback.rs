@@ -5,8 +5,8 @@
 //! `\Callback\PowerState` (on Windows the power manager creates it at boot),
 //! is a real callback object in the image: references, up to
 //! [`SLOTS`] registrations, `ExNotifyCallback` calling each, and
-//! `ExUnregisterCallback` waiting for a call in progress. Under Wine
-//! nothing notifies it: Wine has no sleep states.
+//! `ExUnregisterCallback` waiting for a call in progress. Wine has no
+//! sleep states: only the test hook below notifies it.
 //!
 //! Creating a callback object (`Create` TRUE) is not supported: refused
 //! with STATUS_NOT_SUPPORTED, and any other name is not found.
@@ -16,6 +16,15 @@
 //! \Callback\PowerState ExRegisterCallback: 1 registrations, 1
 //! references`), so that `cargo xtask wine` can check that every load's
 //! registration is undone by its unload.
+//!
+//! Wine has no power manager, so nothing would ever notify the object. A
+//! TEST ONLY hook stands in for it: [`IofCompleteRequest`] (Wine's
+//! IoCompleteRequest otherwise) notifies `PO_CB_SYSTEM_STATE_LOCK` with
+//! Argument2 = the request's one input byte (0: about to leave S0, 1: back
+//! in S0) when it completes a DEVICE_CONTROL request with the code
+//! [`POWER_TEST_CODE`], which nt-driver itself refuses as unknown. The
+//! notification runs before the completion, so the request returns only
+//! once the driver has handled the transition.
 
 use core::cell::UnsafeCell;
 use core::ffi::c_void;
@@ -27,11 +36,18 @@ use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering};
 use wdk_sys::_DPFLTR_TYPE::DPFLTR_IHVDRIVER_ID;
 use wdk_sys::ntddk::DbgPrintEx;
 use wdk_sys::{
-    BOOLEAN, DPFLTR_ERROR_LEVEL, LONG_PTR, NTSTATUS, PCALLBACK_FUNCTION, PCALLBACK_OBJECT,
-    POBJECT_ATTRIBUTES, PVOID, STATUS_NOT_SUPPORTED, STATUS_OBJECT_NAME_NOT_FOUND, STATUS_SUCCESS,
+    BOOLEAN, CCHAR, DPFLTR_ERROR_LEVEL, LONG_PTR, NTSTATUS, PCALLBACK_FUNCTION, PCALLBACK_OBJECT,
+    PIRP, POBJECT_ATTRIBUTES, PVOID, STATUS_NOT_SUPPORTED, STATUS_OBJECT_NAME_NOT_FOUND,
+    STATUS_SUCCESS,
 };
 
 unsafe extern "C" {
+    /// `VOID IoCompleteRequest(PIRP Irp, CCHAR PriorityBoost)`: Wine's
+    /// completion, for [`IofCompleteRequest`]. The headers make it a macro
+    /// for IofCompleteRequest, which this module replaces, so it is
+    /// declared here; Wine and libntoskrnl.a export it.
+    fn IoCompleteRequest(Irp: PIRP, PriorityBoost: CCHAR);
+
     /// `LONG_PTR ObDereferenceObject(PVOID Object)`: Wine's own
     /// dereference, for every object that is not the substitute's. The
     /// headers make it a macro for ObfDereferenceObject, which this module
@@ -241,8 +257,8 @@ pub unsafe extern "C" fn ExUnregisterCallback(registration: PVOID) {
 }
 
 /// TEST ONLY substitute for `ExNotifyCallback`: calls every registered
-/// function with its context and the two arguments. (Under Wine nothing
-/// calls it.)
+/// function with its context and the two arguments. (Under Wine only the
+/// test hook in [`IofCompleteRequest`] calls it.)
 ///
 /// # Safety
 /// As ExNotifyCallback.
@@ -280,4 +296,84 @@ pub unsafe extern "C" fn ObfDereferenceObject(object: PVOID) -> LONG_PTR {
     }
     // SAFETY: a Wine object, by the caller's contract.
     unsafe { ObDereferenceObject(object) }
+}
+
+/// The test request that delivers a power notification:
+/// `CTL_CODE(FILE_DEVICE_UNKNOWN, 0xF57, METHOD_BUFFERED, FILE_ANY_ACCESS)`,
+/// a function code nt-driver does not have (wine-driver/client sends it).
+pub const POWER_TEST_CODE: u32 = (0x22 << 16) | (0xF57 << 2);
+
+/// `PO_CB_SYSTEM_STATE_LOCK` (wdm.h).
+const PO_CB_SYSTEM_STATE_LOCK: usize = 3;
+
+/// `IRP_MJ_DEVICE_CONTROL`.
+const IRP_MJ_DEVICE_CONTROL: u8 = 0x0e;
+
+/// Argument2 of the notification `irp` asks for, if it is the test request.
+///
+/// # Safety
+/// `irp` is a valid IRP being completed by its driver.
+unsafe fn power_test_argument(irp: PIRP) -> Option<u8> {
+    // SAFETY: a valid IRP, by the caller's contract.
+    let irp = unsafe { &*irp };
+    // SAFETY: while a driver owns the IRP, Tail.Overlay is the member of
+    // the Tail union in use.
+    let overlay = unsafe { &irp.Tail.Overlay };
+    // SAFETY: as above; CurrentStackLocation (not PacketType) is the member
+    // in use while the driver completes the IRP.
+    let stack = unsafe {
+        overlay
+            .__bindgen_anon_2
+            .__bindgen_anon_1
+            .CurrentStackLocation
+    };
+    if stack.is_null() {
+        return None;
+    }
+    // SAFETY: the current stack location of a valid IRP.
+    let stack = unsafe { &*stack };
+    if stack.MajorFunction != IRP_MJ_DEVICE_CONTROL {
+        return None;
+    }
+    // SAFETY: for IRP_MJ_DEVICE_CONTROL, Parameters.DeviceIoControl is the
+    // member in use.
+    let parameters = unsafe { stack.Parameters.DeviceIoControl };
+    if parameters.IoControlCode != POWER_TEST_CODE || parameters.InputBufferLength != 1 {
+        return None;
+    }
+    // SAFETY: a METHOD_BUFFERED request: SystemBuffer holds the input.
+    let buffer = unsafe { irp.AssociatedIrp.SystemBuffer }.cast::<u8>();
+    if buffer.is_null() {
+        return None;
+    }
+    // SAFETY: one input byte, as InputBufferLength says.
+    Some(unsafe { buffer.read() })
+}
+
+/// TEST ONLY substitute for `IofCompleteRequest`: Wine's
+/// IoCompleteRequest, after delivering the power notification of a test
+/// request (see the module).
+///
+/// # Safety
+/// As IofCompleteRequest: a valid IRP its driver owns, completed once.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn IofCompleteRequest(irp: PIRP, boost: CCHAR) {
+    // SAFETY: the caller's IRP.
+    if let Some(argument) = unsafe { power_test_argument(irp) } {
+        log_counts(if argument == 0 {
+            "power test hook: PO_CB_SYSTEM_STATE_LOCK, 0 (about to leave S0)"
+        } else {
+            "power test hook: PO_CB_SYSTEM_STATE_LOCK, 1 (back in S0)"
+        });
+        // SAFETY: the substitute's object; the arguments are values.
+        unsafe {
+            ExNotifyCallback(
+                POWER_STATE_OBJECT.handle(),
+                PO_CB_SYSTEM_STATE_LOCK as PVOID,
+                usize::from(argument) as PVOID,
+            );
+        }
+    }
+    // SAFETY: the caller's IRP, completed once.
+    unsafe { IoCompleteRequest(irp, boost) };
 }

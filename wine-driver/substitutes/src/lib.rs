@@ -15,6 +15,7 @@
 //! | `MmFreeContiguousMemory` | aborts in Wine 8 | frees that block |
 //! | `ExAllocatePool2` | absent in Wine 8 and mingw-w64 | `ExAllocatePoolWithTag`, zeroed |
 //! | `ExCreateCallback`, `ExRegisterCallback`, `ExUnregisterCallback`, `ExNotifyCallback`, `ObfDereferenceObject` | stubs in Wine 8 (no object) | [`callback`]: `\Callback\PowerState` as a callback object in the image; other objects to Wine's `ObDereferenceObject` |
+//! | `IofCompleteRequest` | Wine has no power manager to notify that object | [`callback`]: Wine's `IoCompleteRequest`, with a test hook that delivers a power notification for one test request |
 //!
 //! Being defined in an rlib that comes before libntoskrnl.a on the link
 //! line, these take precedence over its import entries of the same names:
