@@ -327,6 +327,15 @@ impl Session {
     }
 }
 
+impl Drop for Session {
+    /// A persistent wineserver outlives everything else: a run that stops
+    /// early (an error, a panic) must not leave it and the driver host
+    /// behind.
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
