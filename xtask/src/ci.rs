@@ -90,11 +90,65 @@ pub fn run(args: &[String]) -> Result<()> {
             "x86_64-pc-windows-msvc",
         ]),
     )?;
+    wine_glue(&root)?;
     crate::e2e::run(&[]).context("step `end-to-end suite` failed")?;
+    eprintln!("\n== Wine suite\n+ cargo xtask wine");
+    let wine = Instant::now();
+    crate::wine::run(&[]).context("step `Wine suite` failed")?;
+    eprintln!("== Wine suite: ok in {:.1?}", wine.elapsed());
     fuzz(&root)?;
     book(&root)?;
     eprintln!("\nci: every step passed in {:.0?}", started.elapsed());
     Ok(())
+}
+
+/// nt-driver's glue against the wdk-sys names generated from mingw-w64's
+/// headers (wine-driver/): formatted, checked, and linted with warnings as
+/// errors for x86_64-pc-windows-msvc, with the Wine-only crates.
+fn wine_glue(root: &Path) -> Result<()> {
+    let dir = root.join("wine-driver");
+    let msvc = [
+        "--target",
+        "x86_64-pc-windows-msvc",
+        "-p",
+        "nt-driver-wine-test-no-sddl",
+        "-p",
+        "wine-substitutes",
+        "-p",
+        "wdk-sys",
+        "-p",
+        "wdk-alloc",
+        "-p",
+        "wdk-panic",
+    ];
+    step(
+        "wine-driver format",
+        crate::wine::cargo(&dir).args(["fmt", "--all", "--", "--check"]),
+    )?;
+    step(
+        "nt-driver's glue against the generated bindings: check",
+        crate::wine::cargo(&dir).arg("check").args(msvc),
+    )?;
+    step(
+        "nt-driver's glue against the generated bindings: clippy",
+        crate::wine::cargo(&dir)
+            .arg("clippy")
+            .args(msvc)
+            .args(["--", "-D", "warnings"]),
+    )?;
+    step(
+        "wine-driver's Win32 client: clippy",
+        crate::wine::cargo(&dir).args([
+            "clippy",
+            "--target",
+            "x86_64-pc-windows-gnu",
+            "-p",
+            "wine-client",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )
 }
 
 /// The fuzz targets of every cargo-fuzz crate, each for a short run.

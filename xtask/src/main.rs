@@ -9,6 +9,8 @@
 //!   the emulated end-to-end suite.
 //! - `cargo xtask bench-check [--runs N]`: the checker's performance
 //!   figures (start-up against kvm-ok, replay of big dumps).
+//! - `cargo xtask wine`: nt-driver loaded by Wine, driven by vmx-check.exe
+//!   and a raw Win32 client.
 
 mod bench_check;
 mod ci;
@@ -16,6 +18,7 @@ mod e2e;
 mod setup;
 #[cfg(test)]
 mod tidy;
+mod wine;
 
 use anyhow::bail;
 
@@ -27,7 +30,8 @@ tasks:
                                   boot the test kernel in emulators (default: the whole matrix;
                                   `cargo xtask e2e --help` explains the options)
   bench-check [--runs N]          vmx-check's performance figures: start-up against kvm-ok and
-                                  /bin/true, replay of 1, 1024 and 8192 processors";
+                                  /bin/true, replay of 1, 1024 and 8192 processors
+  wine                            load nt-driver in Wine and drive it end to end";
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -36,6 +40,7 @@ fn main() -> anyhow::Result<()> {
         Some((task, rest)) if task == "setup" && rest.is_empty() => setup::run(),
         Some((task, rest)) if task == "e2e" => e2e::run(rest),
         Some((task, rest)) if task == "bench-check" => bench_check::run(rest),
+        Some((task, rest)) if task == "wine" => wine::run(rest),
         _ => bail!("{USAGE}"),
     }
 }

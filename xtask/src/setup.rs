@@ -9,7 +9,10 @@ use anyhow::{Context, Result, bail};
 
 /// Debian packages: Bochs (VT-x emulation) with its BIOS and VGA ROMs,
 /// SeaBIOS (firmware that leaves IA32_FEATURE_CONTROL unlocked), GRUB and
-/// the ISO tools, QEMU (the machine without VT-x).
+/// the ISO tools, QEMU (the machine without VT-x); for `cargo xtask wine`:
+/// Wine (the kernel that loads the driver), mingw-w64 (the DDK headers and
+/// libntoskrnl.a, and the linker of the Windows programs) and libclang
+/// (for bindgen).
 const APT_PACKAGES: &[&str] = &[
     "bochs",
     "bochs-term",
@@ -21,10 +24,20 @@ const APT_PACKAGES: &[&str] = &[
     "xorriso",
     "mtools",
     "qemu-system-x86",
+    "wine",
+    "wine64",
+    "mingw-w64-x86-64-dev",
+    "gcc-mingw-w64-x86-64",
+    "binutils-mingw-w64-x86-64",
+    "libclang-dev",
 ];
 
 /// Targets the no_std crates and the Windows front ends are built for.
 pub const TARGETS: &[&str] = &["x86_64-unknown-none", "x86_64-pc-windows-msvc"];
+
+/// Further targets: the Windows programs that `cargo xtask wine` runs
+/// (vmx-check.exe and the raw client, linked by mingw-w64).
+const OTHER_TARGETS: &[&str] = &["x86_64-pc-windows-gnu"];
 
 /// Cargo tools: (binary, crate, extra `cargo install` arguments).
 const CARGO_TOOLS: &[(&str, &str, &[&str])] = &[
@@ -94,6 +107,7 @@ fn rustup() -> Result<()> {
     let installed = String::from_utf8_lossy(&installed.stdout).into_owned();
     let missing: Vec<&str> = TARGETS
         .iter()
+        .chain(OTHER_TARGETS)
         .copied()
         .filter(|t| !installed.lines().any(|l| l == *t))
         .collect();

@@ -21,6 +21,7 @@ fn paths_named_in_the_docs_exist() {
         "user-app/",
         "xtask/",
         "e2e-kernel/",
+        "wine-driver/",
         "fuzz/",
         "docs/",
         ".ci/",
@@ -82,6 +83,48 @@ fn links_between_book_pages_resolve() {
         "broken links in the book:\n{}",
         broken.join("\n")
     );
+}
+
+/// The Wine test image (wine-driver/image) compiles nt-driver's own
+/// sources with a manifest of its own: its features and dependencies must
+/// be nt-driver's, or the image would be built differently from the driver.
+#[test]
+fn the_wine_image_has_nt_drivers_dependencies() {
+    let root = workspace_root();
+    let driver = fs::read_to_string(root.join("nt-driver/Cargo.toml")).unwrap();
+    let image = fs::read_to_string(root.join("wine-driver/image/Cargo.toml")).unwrap();
+    for section in [
+        "[features]",
+        "[dependencies]",
+        "[target.'cfg(windows)'.dependencies]",
+    ] {
+        let (theirs, ours) = (keys(&driver, section), keys(&image, section));
+        assert!(!theirs.is_empty(), "nt-driver/Cargo.toml has no {section}");
+        assert_eq!(
+            theirs, ours,
+            "{section} of wine-driver/image/Cargo.toml differs from nt-driver's"
+        );
+    }
+    assert!(
+        image.contains("path = \"../../nt-driver/src/lib.rs\""),
+        "the image must compile nt-driver's own src/lib.rs"
+    );
+}
+
+/// The keys of a manifest's `section` (`name = ...` or `name.workspace`).
+fn keys(manifest: &str, section: &str) -> Vec<String> {
+    let mut keys: Vec<String> = manifest
+        .lines()
+        .skip_while(|line| line.trim() != section)
+        .skip(1)
+        .take_while(|line| !line.starts_with('['))
+        .filter(|line| !line.trim_start().starts_with('#'))
+        .filter_map(|line| line.split_once('='))
+        .map(|(key, _)| key.trim().trim_end_matches(".workspace").to_owned())
+        .filter(|key| !key.is_empty() && !key.contains(' '))
+        .collect();
+    keys.sort();
+    keys
 }
 
 /// Backticked spans and link targets.
