@@ -172,7 +172,8 @@ fn build(repo: &Path, out: &Path) -> Result<Artifacts> {
     })
 }
 
-/// What the host's CPU says, from Linux: the cases that depend on it.
+/// What the host's CPU says (CPUID, and Linux's /proc/cpuinfo): the cases
+/// that depend on it.
 #[derive(Debug)]
 struct Host {
     processors: usize,
@@ -183,6 +184,19 @@ struct Host {
 impl Host {
     fn read() -> Self {
         let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        Self::from_facts(&cpuinfo, cpuid())
+    }
+
+    /// The host from `/proc/cpuinfo`'s text and, where it can run, CPUID
+    /// (vendor, leaf 1 ECX) on this processor.
+    ///
+    /// Whether VMX is there is CPUID's answer, as vmx-core and the Wine
+    /// client read it, not /proc/cpuinfo's `vmx` flag: Linux clears that
+    /// flag when firmware left VMX disabled in IA32_FEATURE_CONTROL, and
+    /// then vmx-core, seeing CPUID.1:ECX.VMX set, would go on under Wine to
+    /// the MSR and VMXON, which crash the driver host. The flag decides
+    /// only where CPUID cannot run (not x86-64).
+    fn from_facts(cpuinfo: &str, cpuid: Option<(String, u32)>) -> Self {
         let field = |name: &str| {
             cpuinfo
                 .lines()
@@ -204,8 +218,14 @@ impl Host {
             } else {
                 std::thread::available_parallelism().map_or(1, usize::from)
             },
-            intel: field("vendor_id") == "GenuineIntel",
-            vmx: field("flags").split_whitespace().any(|f| f == "vmx"),
+            intel: cpuid.as_ref().map_or_else(
+                || field("vendor_id") == "GenuineIntel",
+                |(vendor, _)| vendor == "GenuineIntel",
+            ),
+            vmx: cpuid.as_ref().map_or_else(
+                || field("flags").split_whitespace().any(|f| f == "vmx"),
+                |&(_, ecx)| ecx & (1 << 5) != 0,
+            ),
         }
     }
 
@@ -216,6 +236,28 @@ impl Host {
         } else {
             "the processor is not Intel"
         }
+    }
+}
+
+/// CPUID on the processor this runs on: the vendor string (leaf 0) and
+/// leaf 1's ECX; `None` off x86-64.
+fn cpuid() -> Option<(String, u32)> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::__cpuid;
+        let leaf0 = __cpuid(0);
+        let vendor: Vec<u8> = [leaf0.ebx, leaf0.edx, leaf0.ecx]
+            .iter()
+            .flat_map(|r| r.to_le_bytes())
+            .collect();
+        Some((
+            String::from_utf8_lossy(&vendor).into_owned(),
+            __cpuid(1).ecx,
+        ))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        None
     }
 }
 
@@ -1085,6 +1127,26 @@ Export Flags \t\t\t0
         assert!(matches!(power_balance(&session), Verdict::Pass(_)));
         // The unload that does not unregister.
         assert!(matches!(power_balance(&session[..3]), Verdict::Fail(_)));
+    }
+
+    #[test]
+    fn vmx_is_what_cpuid_reports_even_when_linux_hides_the_flag() {
+        // Linux clears the `vmx` flag of /proc/cpuinfo when firmware leaves
+        // VMX disabled (IA32_FEATURE_CONTROL): CPUID still reports it, and
+        // vmx-core, under Wine, would go on to the MSR and VMXON.
+        let cpuinfo = "processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t\t: fpu sse2\n\
+                       processor\t: 1\nvendor_id\t: GenuineIntel\nflags\t\t: fpu sse2\n";
+        let vmx_set = Some(("GenuineIntel".to_owned(), 1 << 5));
+        let host = Host::from_facts(cpuinfo, vmx_set);
+        assert!(host.vmx && host.intel);
+        assert_eq!(host.processors, 2);
+        let host = Host::from_facts(cpuinfo, Some(("GenuineIntel".to_owned(), 0)));
+        assert!(!host.vmx && host.intel);
+        let host = Host::from_facts(cpuinfo, Some(("AuthenticAMD".to_owned(), 0)));
+        assert!(!host.vmx && !host.intel);
+        // Without CPUID (not x86-64), /proc/cpuinfo decides.
+        let flagged = cpuinfo.replace("sse2", "sse2 vmx");
+        assert!(Host::from_facts(&flagged, None).vmx);
     }
 
     #[test]
