@@ -616,11 +616,30 @@ fn on_refused(suite: &mut Suite) -> Result<Verdict> {
                 .any(|l| l.contains("0 processors in VMX operation")),
             || "the driver log does not say 0 processors are in VMX operation".into(),
         )?;
+        let memory = nothing_left_allocated(&lines)?;
         match after {
-            Verdict::Pass(s) => Ok(format!("refused: {reason}; {s}")),
+            Verdict::Pass(s) => Ok(format!("refused: {reason}; {memory}; {s}")),
             Verdict::Fail(why) | Verdict::Skip(why) => Err(why),
         }
     })()))
+}
+
+/// The test image's contiguous-memory substitute logs every block it
+/// allocates or frees with the count outstanding after: among `lines`, the
+/// last such count must be 0 (no line: nothing was allocated).
+fn nothing_left_allocated(lines: &[String]) -> Result<String, String> {
+    const PREFIX: &str = "nt-driver: TEST BUILD: contiguous memory ";
+    let memory: Vec<&String> = lines.iter().filter(|l| l.starts_with(PREFIX)).collect();
+    let Some(last) = memory.last() else {
+        return Ok("no VMXON region allocated".into());
+    };
+    check(last.ends_with(": 0 blocks outstanding"), || {
+        format!("a VMXON region is left allocated: {last}")
+    })?;
+    Ok(format!(
+        "{} VMXON region allocations and frees, none left",
+        memory.len()
+    ))
 }
 
 /// `vmx-check.exe off` with nothing entered: refused.
@@ -1147,6 +1166,19 @@ Export Flags \t\t\t0
         // Without CPUID (not x86-64), /proc/cpuinfo decides.
         let flagged = cpuinfo.replace("sse2", "sse2 vmx");
         assert!(Host::from_facts(&flagged, None).vmx);
+    }
+
+    #[test]
+    fn a_refused_enter_must_leave_no_region_allocated() {
+        assert!(nothing_left_allocated(&lines(&["nt-driver: ENTER failed"])).is_ok());
+        let balanced = lines(&[
+            "nt-driver: TEST BUILD: contiguous memory allocated: 1 blocks outstanding",
+            "nt-driver: ENTER failed on processor 0",
+            "nt-driver: TEST BUILD: contiguous memory freed: 0 blocks outstanding",
+        ]);
+        assert!(nothing_left_allocated(&balanced).is_ok());
+        let judged = nothing_left_allocated(&balanced[..2]);
+        assert!(judged.is_err(), "{judged:?}");
     }
 
     #[test]
