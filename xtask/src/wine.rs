@@ -172,7 +172,8 @@ fn build(repo: &Path, out: &Path) -> Result<Artifacts> {
     })
 }
 
-/// What the host's CPU says, from Linux: the cases that depend on it.
+/// What the host's CPU says (CPUID, and Linux's /proc/cpuinfo): the cases
+/// that depend on it.
 #[derive(Debug)]
 struct Host {
     processors: usize,
@@ -183,6 +184,19 @@ struct Host {
 impl Host {
     fn read() -> Self {
         let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        Self::from_facts(&cpuinfo, cpuid())
+    }
+
+    /// The host from `/proc/cpuinfo`'s text and, where it can run, CPUID
+    /// (vendor, leaf 1 ECX) on this processor.
+    ///
+    /// Whether VMX is there is CPUID's answer, as vmx-core and the Wine
+    /// client read it, not /proc/cpuinfo's `vmx` flag: Linux clears that
+    /// flag when firmware left VMX disabled in IA32_FEATURE_CONTROL, and
+    /// then vmx-core, seeing CPUID.1:ECX.VMX set, would go on under Wine to
+    /// the MSR and VMXON, which crash the driver host. The flag decides
+    /// only where CPUID cannot run (not x86-64).
+    fn from_facts(cpuinfo: &str, cpuid: Option<(String, u32)>) -> Self {
         let field = |name: &str| {
             cpuinfo
                 .lines()
@@ -204,8 +218,14 @@ impl Host {
             } else {
                 std::thread::available_parallelism().map_or(1, usize::from)
             },
-            intel: field("vendor_id") == "GenuineIntel",
-            vmx: field("flags").split_whitespace().any(|f| f == "vmx"),
+            intel: cpuid.as_ref().map_or_else(
+                || field("vendor_id") == "GenuineIntel",
+                |(vendor, _)| vendor == "GenuineIntel",
+            ),
+            vmx: cpuid.as_ref().map_or_else(
+                || field("flags").split_whitespace().any(|f| f == "vmx"),
+                |&(_, ecx)| ecx & (1 << 5) != 0,
+            ),
         }
     }
 
@@ -216,6 +236,28 @@ impl Host {
         } else {
             "the processor is not Intel"
         }
+    }
+}
+
+/// CPUID on the processor this runs on: the vendor string (leaf 0) and
+/// leaf 1's ECX; `None` off x86-64.
+fn cpuid() -> Option<(String, u32)> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::__cpuid;
+        let leaf0 = __cpuid(0);
+        let vendor: Vec<u8> = [leaf0.ebx, leaf0.edx, leaf0.ecx]
+            .iter()
+            .flat_map(|r| r.to_le_bytes())
+            .collect();
+        Some((
+            String::from_utf8_lossy(&vendor).into_owned(),
+            __cpuid(1).ecx,
+        ))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        None
     }
 }
 
@@ -453,20 +495,63 @@ fn dump_replay(suite: &mut Suite) -> Result<Verdict> {
             )));
         }
     };
-    let replayed = report
+    let dump: Value = match fs::read(&kept).map(|bytes| serde_json::from_slice(&bytes)) {
+        Ok(Ok(dump)) => dump,
+        Ok(Err(e)) => return Ok(Verdict::Fail(format!("the dump is not JSON: {e}"))),
+        Err(e) => return Ok(Verdict::Fail(format!("reading the dump: {e}"))),
+    };
+    Ok(verdict_of(
+        judge_replay(
+            &dump,
+            &report,
+            suite.json_verdict.as_deref(),
+            suite.host.processors,
+        )
+        .map(|summary| format!("{summary} ({})", kept.display())),
+    ))
+}
+
+/// The dump-replay case's judgement: `dump` (what `vmx-check.exe dump`
+/// wrote) came through the driver for every processor, and `replay` (the
+/// Linux `vmx-check check --json --replay` of it) has `live`'s verdict,
+/// the one `vmx-check.exe --json` gave through the driver.
+fn judge_replay(
+    dump: &Value,
+    replay: &Value,
+    live: Option<&str>,
+    processors: usize,
+) -> Result<String, String> {
+    // vmx-check.exe falls back to CPUID alone when it cannot use the
+    // driver, and on a host without VMX such a dump replays to the same
+    // verdict: the dump must say it came through the driver.
+    let source = dump
+        .get("source")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    check(source.contains("nt-driver QUERY"), || {
+        format!("the dump does not come through the driver: its source is {source:?}")
+    })?;
+    let cpus = dump
+        .get("cpus")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len);
+    check(cpus == processors, || {
+        format!("{cpus} processors in the dump, {processors} here")
+    })?;
+    let replayed = replay
         .get("verdict")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    Ok(match &suite.json_verdict {
-        None => Verdict::Fail("no verdict from vmx-check.exe --json to compare with".into()),
-        Some(live) if live == replayed => Verdict::Pass(format!(
-            "the Linux replay of {} says {replayed}, as vmx-check.exe did",
-            kept.display()
-        )),
-        Some(live) => Verdict::Fail(format!(
-            "vmx-check.exe said {live}, the Linux replay of its dump says {replayed}"
-        )),
-    })
+    let Some(live) = live else {
+        return Err("no verdict from vmx-check.exe --json to compare with".into());
+    };
+    check(live == replayed, || {
+        format!("vmx-check.exe said {live}, the Linux replay of its dump says {replayed}")
+    })?;
+    Ok(format!(
+        "a dump of {cpus} processors through nt-driver's QUERY; the Linux replay says \
+         {replayed}, as vmx-check.exe did"
+    ))
 }
 
 /// `vmx-check.exe status`: every processor off.
@@ -531,11 +616,30 @@ fn on_refused(suite: &mut Suite) -> Result<Verdict> {
                 .any(|l| l.contains("0 processors in VMX operation")),
             || "the driver log does not say 0 processors are in VMX operation".into(),
         )?;
+        let memory = nothing_left_allocated(&lines)?;
         match after {
-            Verdict::Pass(s) => Ok(format!("refused: {reason}; {s}")),
+            Verdict::Pass(s) => Ok(format!("refused: {reason}; {memory}; {s}")),
             Verdict::Fail(why) | Verdict::Skip(why) => Err(why),
         }
     })()))
+}
+
+/// The test image's contiguous-memory substitute logs every block it
+/// allocates or frees with the count outstanding after: among `lines`, the
+/// last such count must be 0 (no line: nothing was allocated).
+fn nothing_left_allocated(lines: &[String]) -> Result<String, String> {
+    const PREFIX: &str = "nt-driver: TEST BUILD: contiguous memory ";
+    let memory: Vec<&String> = lines.iter().filter(|l| l.starts_with(PREFIX)).collect();
+    let Some(last) = memory.last() else {
+        return Ok("no VMXON region allocated".into());
+    };
+    check(last.ends_with(": 0 blocks outstanding"), || {
+        format!("a VMXON region is left allocated: {last}")
+    })?;
+    Ok(format!(
+        "{} VMXON region allocations and frees, none left",
+        memory.len()
+    ))
 }
 
 /// `vmx-check.exe off` with nothing entered: refused.
@@ -552,6 +656,30 @@ fn off_refused(suite: &mut Suite) -> Result<Verdict> {
     })()))
 }
 
+/// `\\.\MyHypervisorDevice\extra`: ERROR_FILE_NOT_FOUND, and which layer
+/// refused it. Wine's object manager refuses the name itself, before the
+/// driver's CREATE: the summary says so rather than let the PASS read as
+/// the driver's refusal (host-tested in nt-driver).
+fn open_extra_name(suite: &mut Suite) -> Result<Verdict> {
+    let mark = suite.session.log_mark();
+    let verdict = suite.raw("extra-name", SHORT)?;
+    let by_driver = suite
+        .session
+        .driver_lines_since(mark)
+        .iter()
+        .any(|l| l.contains("refused an open of a name below the device"));
+    Ok(match verdict {
+        Verdict::Pass(summary) if by_driver => {
+            Verdict::Pass(format!("{summary}, refused by the driver's CREATE"))
+        }
+        Verdict::Pass(summary) => Verdict::Pass(format!(
+            "{summary}, refused before the driver (Wine's object manager); the driver's own \
+             refusal is host-tested"
+        )),
+        other => other,
+    })
+}
+
 /// QUERY of every processor 1000 times: the round trip (a figure).
 fn round_trip(suite: &mut Suite) -> Result<Verdict> {
     suite.client_ok(&["round-trip", "1000"], Duration::from_secs(120))
@@ -563,19 +691,10 @@ fn round_trip(suite: &mut Suite) -> Result<Verdict> {
 /// before any privileged instruction on any host) is refused because the
 /// system is changing its power state, while STATUS is still answered;
 /// after the resume LEAVE is back to "not in VMX operation". A driver
-/// without a power callback is a SKIP.
+/// without a power callback fails: nt-driver always registers one.
 fn sleep_and_resume(suite: &mut Suite) -> Result<Verdict> {
-    let registered = suite
-        .session
-        .driver_lines_since(0)
-        .iter()
-        .any(|l| l.contains("\\Callback\\PowerState ExRegisterCallback"));
-    if !registered {
-        return Ok(Verdict::Skip(
-            "the driver registered no \\Callback\\PowerState callback (no power handling in \
-             this build)"
-                .into(),
-        ));
+    if let Some(missing) = registration_missing(&suite.session.driver_lines_since(0)) {
+        return Ok(missing);
     }
     let mark = suite.session.log_mark();
     if let Verdict::Fail(why) = suite.client_ok(&["power", "suspend"], SHORT)? {
@@ -700,17 +819,21 @@ fn unload_and_delete(suite: &mut Suite) -> Result<Verdict> {
 /// every open, registration, unregistration and dereference with the
 /// object's counts) had it undone by its unload, and after the last unload
 /// nothing is registered or referenced. A driver without a power callback
-/// is a SKIP.
+/// fails: nt-driver always registers one.
 fn power_callback_balanced(suite: &mut Suite) -> Result<Verdict> {
+    Ok(power_balance(&suite.session.driver_lines_since(0)))
+}
+
+/// [`power_callback_balanced`]'s judgement of the session's driver lines.
+fn power_balance(lines: &[String]) -> Verdict {
     const PREFIX: &str = "nt-driver: TEST BUILD: \\Callback\\PowerState ";
-    let lines = suite.session.driver_lines_since(0);
     let power: Vec<&String> = lines.iter().filter(|l| l.starts_with(PREFIX)).collect();
     let Some(last) = power.last() else {
-        return Ok(Verdict::Skip(
-            "the driver opened no \\Callback\\PowerState callback object (no power handling in \
-             this build)"
+        return Verdict::Fail(
+            "the driver opened no \\Callback\\PowerState callback object: nt-driver's \
+             DriverEntry registers one on every load"
                 .into(),
-        ));
+        );
     };
     let count = |what: &str| lines.iter().filter(|l| l.starts_with(what)).count();
     let event = |name: &str| {
@@ -721,7 +844,7 @@ fn power_callback_balanced(suite: &mut Suite) -> Result<Verdict> {
     };
     let (loads, unloads) = (count("nt-driver: loaded: "), count("nt-driver: unloaded"));
     let (registered, unregistered) = (event("ExRegisterCallback:"), event("ExUnregisterCallback:"));
-    Ok(verdict_of((|| {
+    verdict_of((|| {
         check(registered == loads, || {
             format!("{registered} registrations for {loads} loads")
         })?;
@@ -735,7 +858,25 @@ fn power_callback_balanced(suite: &mut Suite) -> Result<Verdict> {
             "{loads} loads registered it, {unloads} unloads unregistered it; nothing left \
              registered or referenced"
         ))
-    })()))
+    })())
+}
+
+/// A failure unless the driver's log shows a `\\Callback\\PowerState`
+/// registration: nt-driver's DriverEntry fails without one, and the Wine
+/// image always has the callback-object substitute that logs it, so a log
+/// without one means the power handling is gone (never a SKIP, which
+/// would let the suite exit 0 without it).
+fn registration_missing(lines: &[String]) -> Option<Verdict> {
+    let registered = lines
+        .iter()
+        .any(|l| l.contains("\\Callback\\PowerState ExRegisterCallback"));
+    (!registered).then(|| {
+        Verdict::Fail(
+            "the driver registered no \\Callback\\PowerState callback: nt-driver's DriverEntry \
+             registers one on every load"
+                .into(),
+        )
+    })
 }
 
 /// The driver host dies while vmx-check.exe has the device open and a
@@ -818,7 +959,7 @@ const CASES: &[Case] = &[
     ("other-methods", |s| s.raw("methods", SHORT)),
     ("sizes", |s| s.raw("sizes", Duration::from_secs(120))),
     ("read-write", |s| s.raw("read-write", SHORT)),
-    ("open-extra-name", |s| s.raw("extra-name", SHORT)),
+    ("open-extra-name", open_extra_name),
     ("handles-64", |s| s.raw("handles", SHORT)),
     ("threads-8", |s| s.raw("threads", Duration::from_secs(120))),
     ("round-trip-1000", round_trip),
@@ -944,6 +1085,124 @@ Export Flags \t\t\t0
     fn an_image_without_imports_has_an_empty_table() {
         let (dlls, imports) = import_table("Subsystem\t\t00000001\t(NT native)\n");
         assert!(dlls.is_empty() && imports.is_empty());
+    }
+
+    fn dump(source: &str, cpus: usize) -> Value {
+        serde_json::json!({
+            "format": "vmx-dump/1",
+            "source": source,
+            "cpus": (0..cpus).map(|cpu| serde_json::json!({ "cpu": cpu })).collect::<Vec<_>>(),
+        })
+    }
+
+    const THROUGH_THE_DRIVER: &str = "vmx-check 0.1.0 dump, this machine (Windows): nt-driver \
+                                      QUERY, CPUID, MSRs, CR0 and CR4 read at ring 0 on each \
+                                      processor";
+
+    #[test]
+    fn a_replay_with_the_live_verdict_of_a_dump_through_the_driver_passes() {
+        let replay = serde_json::json!({ "verdict": "vmx-unsupported" });
+        let judged = judge_replay(
+            &dump(THROUGH_THE_DRIVER, 2),
+            &replay,
+            Some("vmx-unsupported"),
+            2,
+        );
+        assert!(judged.is_ok(), "{judged:?}");
+        assert!(
+            judge_replay(&dump(THROUGH_THE_DRIVER, 2), &replay, Some("ready"), 2).is_err(),
+            "another verdict"
+        );
+        assert!(
+            judge_replay(&dump(THROUGH_THE_DRIVER, 2), &replay, None, 2).is_err(),
+            "no live verdict"
+        );
+    }
+
+    #[test]
+    fn a_dump_that_did_not_come_through_the_driver_fails_the_replay() {
+        // vmx-check.exe falls back to CPUID alone when the driver cannot be
+        // used; on a host without VMX that dump replays to the same verdict.
+        let replay = serde_json::json!({ "verdict": "vmx-unsupported" });
+        let cpuid_only = dump(
+            "vmx-check 0.1.0 dump, this machine (Windows): driver not used: CPUID only, on each \
+             processor (thread pinned)",
+            2,
+        );
+        let judged = judge_replay(&cpuid_only, &replay, Some("vmx-unsupported"), 2);
+        assert!(judged.is_err(), "{judged:?}");
+        let one_processor = dump(THROUGH_THE_DRIVER, 1);
+        let judged = judge_replay(&one_processor, &replay, Some("vmx-unsupported"), 2);
+        assert!(judged.is_err(), "{judged:?}");
+    }
+
+    fn lines(text: &[&str]) -> Vec<String> {
+        text.iter().map(|l| (*l).to_owned()).collect()
+    }
+
+    #[test]
+    fn a_session_without_a_power_registration_fails_the_power_cases() {
+        // nt-driver's DriverEntry always registers the callback and the
+        // Wine image always has the callback-object substitute: no
+        // registration in the log is a regression, never a SKIP.
+        let loaded = lines(&[
+            "nt-driver: loaded: 2 processors; \\\\.\\MyHypervisorDevice is ready",
+            "nt-driver: unloaded",
+        ]);
+        assert!(matches!(
+            registration_missing(&loaded),
+            Some(Verdict::Fail(_))
+        ));
+        assert!(matches!(power_balance(&loaded), Verdict::Fail(_)));
+    }
+
+    #[test]
+    fn a_balanced_power_registration_passes() {
+        let session = lines(&[
+            "nt-driver: TEST BUILD: \\Callback\\PowerState ExCreateCallback: 0 registrations, 1 references",
+            "nt-driver: TEST BUILD: \\Callback\\PowerState ExRegisterCallback: 1 registrations, 1 references",
+            "nt-driver: loaded: 2 processors; \\\\.\\MyHypervisorDevice is ready",
+            "nt-driver: TEST BUILD: \\Callback\\PowerState ExUnregisterCallback: 0 registrations, 1 references",
+            "nt-driver: TEST BUILD: \\Callback\\PowerState ObfDereferenceObject: 0 registrations, 0 references",
+            "nt-driver: unloaded",
+        ]);
+        assert!(registration_missing(&session).is_none());
+        assert!(matches!(power_balance(&session), Verdict::Pass(_)));
+        // The unload that does not unregister.
+        assert!(matches!(power_balance(&session[..3]), Verdict::Fail(_)));
+    }
+
+    #[test]
+    fn vmx_is_what_cpuid_reports_even_when_linux_hides_the_flag() {
+        // Linux clears the `vmx` flag of /proc/cpuinfo when firmware leaves
+        // VMX disabled (IA32_FEATURE_CONTROL): CPUID still reports it, and
+        // vmx-core, under Wine, would go on to the MSR and VMXON.
+        let cpuinfo = "processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t\t: fpu sse2\n\
+                       processor\t: 1\nvendor_id\t: GenuineIntel\nflags\t\t: fpu sse2\n";
+        let vmx_set = Some(("GenuineIntel".to_owned(), 1 << 5));
+        let host = Host::from_facts(cpuinfo, vmx_set);
+        assert!(host.vmx && host.intel);
+        assert_eq!(host.processors, 2);
+        let host = Host::from_facts(cpuinfo, Some(("GenuineIntel".to_owned(), 0)));
+        assert!(!host.vmx && host.intel);
+        let host = Host::from_facts(cpuinfo, Some(("AuthenticAMD".to_owned(), 0)));
+        assert!(!host.vmx && !host.intel);
+        // Without CPUID (not x86-64), /proc/cpuinfo decides.
+        let flagged = cpuinfo.replace("sse2", "sse2 vmx");
+        assert!(Host::from_facts(&flagged, None).vmx);
+    }
+
+    #[test]
+    fn a_refused_enter_must_leave_no_region_allocated() {
+        assert!(nothing_left_allocated(&lines(&["nt-driver: ENTER failed"])).is_ok());
+        let balanced = lines(&[
+            "nt-driver: TEST BUILD: contiguous memory allocated: 1 blocks outstanding",
+            "nt-driver: ENTER failed on processor 0",
+            "nt-driver: TEST BUILD: contiguous memory freed: 0 blocks outstanding",
+        ]);
+        assert!(nothing_left_allocated(&balanced).is_ok());
+        let judged = nothing_left_allocated(&balanced[..2]);
+        assert!(judged.is_err(), "{judged:?}");
     }
 
     #[test]

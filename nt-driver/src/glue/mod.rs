@@ -216,13 +216,24 @@ unsafe extern "C" fn driver_unload(driver: *mut DRIVER_OBJECT) {
     if !device.is_null() {
         // SAFETY: our only device object, alive until IoDeleteDevice.
         let extension = unsafe { (*device).DeviceExtension }.cast::<Extension>();
-        // SAFETY: initialized in DriverEntry; no request runs during unload.
-        let extension = unsafe { &mut *extension };
-        if let Some(power) = extension.power.take() {
+        // Until the power callback is unregistered it may run and hold a
+        // shared reference to the extension's `device`: no reference to the
+        // whole extension may exist before that.
+        // SAFETY: the extension initialized in DriverEntry; the place is
+        // only named, no reference to the whole extension is formed.
+        let power_field = unsafe { ptr::addr_of_mut!((*extension).power) };
+        // SAFETY: a field the callback never touches (it uses `device`
+        // only), and nothing else uses during unload.
+        if let Some(power) = unsafe { (*power_field).take() } {
             // SAFETY: PASSIVE_LEVEL; returns once no call of the callback
             // runs, so none sees the state after this.
             unsafe { power.unregister() };
         }
+        // SAFETY: initialized in DriverEntry; no request runs during unload
+        // (the I/O manager unloads a driver once no handle is open) and the
+        // power callback, unregistered above, runs no more: this is the
+        // only reference.
+        let extension = unsafe { &mut *extension };
         extension.device.unload(&mut log);
         // SAFETY: as above; dropped once, before the memory goes.
         unsafe { ptr::drop_in_place(extension) };

@@ -365,8 +365,11 @@ pub fn round_trip(count: usize) -> CaseResult {
         let start = Instant::now();
         let reply = device.ioctl(Ioctl::Query.code(), &request(), size);
         micros.push(start.elapsed().as_secs_f64() * 1e6);
-        if reply.error.is_some() {
-            return Err(format!("QUERY: {}", reply.describe()));
+        if reply.error.is_some() || reply.bytes.len() != size {
+            return Err(format!(
+                "QUERY: {}, expected the whole {size}-byte reply",
+                reply.describe()
+            ));
         }
     }
     micros.sort_by(f64::total_cmp);

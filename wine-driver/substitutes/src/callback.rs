@@ -156,6 +156,26 @@ fn log_counts(event: &str) {
     };
 }
 
+/// Logs `nt-driver: TEST BUILD: ` and `args` as one line (for the other
+/// substitutes' counts too).
+pub(crate) fn log_test_line(args: core::fmt::Arguments<'_>) {
+    let mut line = Line {
+        bytes: [0; 160],
+        length: 0,
+    };
+    let _ = writeln!(line, "nt-driver: TEST BUILD: {args}");
+    // SAFETY: a constant "%s" format and a NUL-terminated argument (the
+    // buffer keeps its last byte 0).
+    let _ = unsafe {
+        DbgPrintEx(
+            DPFLTR_IHVDRIVER_ID as u32,
+            DPFLTR_ERROR_LEVEL,
+            c"%s".as_ptr(),
+            line.bytes.as_ptr(),
+        )
+    };
+}
+
 /// Whether the UNICODE_STRING is `\Callback\PowerState`, in any case.
 ///
 /// # Safety

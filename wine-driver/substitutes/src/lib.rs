@@ -12,7 +12,7 @@
 //! | `KeRevertToUserGroupAffinityThread` | absent in Wine 8 | `KeRevertToUserAffinityThreadEx` |
 //! | `MmAllocateContiguousMemorySpecifyCache` | returns NULL in Wine 8 | a page-aligned pool block |
 //! | `MmAllocateContiguousNodeMemory` | absent in Wine 8 and mingw-w64 | the same |
-//! | `MmFreeContiguousMemory` | aborts in Wine 8 | frees that block |
+//! | `MmFreeContiguousMemory` | aborts in Wine 8 | frees that block (blocks outstanding logged on each change) |
 //! | `ExAllocatePool2` | absent in Wine 8 and mingw-w64 | `ExAllocatePoolWithTag`, zeroed |
 //! | `ExCreateCallback`, `ExRegisterCallback`, `ExUnregisterCallback`, `ExNotifyCallback`, `ObfDereferenceObject` | stubs in Wine 8 (no object) | [`callback`]: `\Callback\PowerState` as a callback object in the image; other objects to Wine's `ObDereferenceObject` |
 //! | `IofCompleteRequest` | Wine has no power manager to notify that object | [`callback`]: Wine's `IoCompleteRequest`, with a test hook that delivers a power notification for one test request |
@@ -26,6 +26,7 @@ pub mod callback;
 
 use core::ffi::c_void;
 use core::ptr;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use wdk_sys::_DPFLTR_TYPE::DPFLTR_IHVDRIVER_ID;
 use wdk_sys::_MEMORY_CACHING_TYPE::MmCached;
@@ -184,6 +185,25 @@ pub unsafe extern "C" fn KeRevertToUserGroupAffinityThread(previous: *mut GROUP_
     unsafe { KeRevertToUserAffinityThreadEx(mask) };
 }
 
+/// Blocks of [`allocate_pages`] not yet freed. Each change is logged
+/// (`nt-driver: TEST BUILD: contiguous memory allocated: 1 blocks
+/// outstanding`), so that `cargo xtask wine` can check that a refused
+/// ENTER leaves nothing allocated.
+static OUTSTANDING_BLOCKS: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts a block allocated (`true`) or freed, and logs the count after.
+fn count_block(allocated: bool) {
+    let after = if allocated {
+        OUTSTANDING_BLOCKS.fetch_add(1, Ordering::AcqRel) + 1
+    } else {
+        OUTSTANDING_BLOCKS.fetch_sub(1, Ordering::AcqRel) - 1
+    };
+    let event = if allocated { "allocated" } else { "freed" };
+    callback::log_test_line(format_args!(
+        "contiguous memory {event}: {after} blocks outstanding"
+    ));
+}
+
 /// A page-aligned block of `bytes` from non-paged pool, at or below
 /// `highest`: what "contiguous" memory can be in Wine, where the driver
 /// runs in a process and MmGetPhysicalAddress returns the virtual address.
@@ -220,6 +240,7 @@ fn allocate_pages(bytes: SIZE_T, highest: PHYSICAL_ADDRESS) -> PVOID {
     // SAFETY: `bytes` bytes from `page` lie within the block (total =
     // bytes + PAGE_SIZE and page - start <= PAGE_SIZE).
     unsafe { page.write_bytes(0, bytes) };
+    count_block(true);
     page.cast()
 }
 
@@ -277,6 +298,7 @@ pub unsafe extern "C" fn MmFreeContiguousMemory(base: *mut c_void) {
     let block = unsafe { header.read() };
     // SAFETY: that pool block, with its tag, freed once.
     unsafe { ExFreePoolWithTag(block as PVOID, PAGE_TAG) };
+    count_block(false);
 }
 
 /// TEST ONLY substitute for `ExAllocatePool2` (absent in Wine 8): non-paged
