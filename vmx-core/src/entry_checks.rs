@@ -496,9 +496,12 @@ pub const fn is_valid_pat(pat: u64) -> bool {
     true
 }
 
-/// IA32_EFER bits that are not reserved: SCE (0), LME (8), LMA (10), NXE
-/// (11), SVME (12), LMSLE (13), FFXSR (14), TCE (15).
-const EFER_DEFINED: u64 = 1 | 0xfd << 8;
+/// IA32_EFER bits that are not reserved on Intel 64 (SDM Vol. 4,
+/// "Architectural MSRs": IA32_EFER): SCE (0), LME (8), LMA (10), NXE (11).
+/// Bits 15:12 (SVME, LMSLE, FFXSR, TCE) are AMD's; the Intel processor
+/// reserves them, and VM entry checks the "reserved bits" of the processor
+/// it runs on.
+const EFER_DEFINED: u64 = 1 | 1 << 8 | 1 << 10 | 1 << 11;
 const EFER_LME: u64 = 1 << 8;
 const EFER_LMA: u64 = 1 << 10;
 const CR0_PE: u64 = 1;
@@ -529,7 +532,12 @@ pub fn check(vmcs: &VmcsDescription, capabilities: &EntryCapabilities) -> Violat
     let caps = &capabilities.controls;
     let linear = capabilities.linear_address_width;
     let canonical = |address| is_canonical(address, linear);
-    let within_width = |address: u64| address >> capabilities.physical_address_width == 0;
+    // A width of 64 or more (CPUID reports it in a byte) leaves no bit
+    // beyond it; shifting by it would overflow.
+    let within_width = |address: u64| {
+        capabilities.physical_address_width >= 64
+            || address >> capabilities.physical_address_width == 0
+    };
 
     // Checks on VM-Execution Control Fields.
     rule(
@@ -1218,6 +1226,48 @@ mod tests {
                 .trim();
             assert_eq!(!bochs.is_empty(), BREAKABLE.contains(&rule), "{row}");
         }
+    }
+
+    #[test]
+    fn a_physical_address_width_of_64_or_more_never_panics() {
+        // CPUID.80000008H:EAX[7:0] is a byte: a (nested) hypervisor can
+        // report 64 or more. Every address then fits the width.
+        for width in [64, 65, 255] {
+            let caps = EntryCapabilities {
+                physical_address_width: width,
+                ..skylake_capabilities()
+            };
+            let mut vmcs = minimal();
+            vmcs.guest.vmcs_link_pointer = 0x8000_0000_0000_0000;
+            vmcs.host.cr3 = 0x8000_0000_0010_2000;
+            vmcs.guest.cr3 = 0x8000_0000_0010_2000;
+            assert!(check(&vmcs, &caps).is_empty(), "width {width}");
+        }
+    }
+
+    #[test]
+    fn efer_bits_12_to_15_are_reserved_on_intel() {
+        // SDM Vol. 4, IA32_EFER: bit 0 SCE, 8 LME, 10 LMA, 11 NXE; bits 7:1,
+        // 9 and 63:12 are reserved. (SVME, LMSLE, FFXSR and TCE at 15:12
+        // are AMD's.) With the "load IA32_EFER" controls set, each such
+        // bit fails the host and the guest EFER rules.
+        for bit in [1, 9, 12, 13, 14, 15, 16, 63] {
+            let mut vmcs = minimal();
+            vmcs.controls.exit |= controls::exit::LOAD_EFER;
+            vmcs.controls.entry |= controls::entry::LOAD_EFER;
+            assert!(check(&vmcs, &skylake_capabilities()).is_empty());
+            vmcs.host.efer |= 1 << bit;
+            vmcs.guest.efer |= 1 << bit;
+            let failed = check(&vmcs, &skylake_capabilities());
+            assert!(failed.contains(Rule::HostEfer), "bit {bit}");
+            assert!(failed.contains(Rule::GuestEfer), "bit {bit}");
+        }
+        let mut vmcs = minimal();
+        vmcs.controls.exit |= controls::exit::LOAD_EFER;
+        vmcs.controls.entry |= controls::entry::LOAD_EFER;
+        vmcs.host.efer = 0xd01;
+        vmcs.guest.efer = 0xd01;
+        assert!(check(&vmcs, &skylake_capabilities()).is_empty());
     }
 
     #[test]
