@@ -25,8 +25,8 @@ use vmx_core::feature_control::{FeatureControlFlags, IA32_FEATURE_CONTROL};
 use vmx_core::inject::Injection;
 use vmx_core::vmcs::Vmcs;
 use vmx_core::{
-    BasicExitReason, Controls, Cpu, CpuObserver, EntryOutcome, Error, Fault, GuestRegisters,
-    GuestState, HostState, Instruction, PageAllocator, Processor, ProcessorError, ProcessorStatus,
+    BasicExitReason, Cpu, CpuObserver, EntryOutcome, Error, Fault, GuestRegisters,
+    Instruction, PageAllocator, Processor, ProcessorError, ProcessorStatus,
     Processors, Verdict, VmInstructionError, VmcsDescription, diagnose,
 };
 
@@ -1262,17 +1262,7 @@ fn describe_minimal<C: Cpu>(
     cpu: &mut C,
     index: usize,
 ) -> Result<(VmcsDescription, EntryCapabilities), Error> {
-    let capabilities = EntryCapabilities::read(cpu)?;
-    let host = HostState::capture(cpu)?;
-    let controls = Controls::compute(&capabilities.controls, VmcsDescription::minimal_requests())?;
-    let description = VmcsDescription {
-        controls,
-        guest: GuestState::minimal_64bit(&host, guest::entry(), guest::stack_top(index)),
-        host,
-        exception_bitmap: VmcsDescription::ALL_EXCEPTIONS,
-        ..VmcsDescription::default()
-    };
-    Ok((description, capabilities))
+    VmcsDescription::minimal_64bit(cpu, guest::entry(), guest::stack_top(index))
 }
 
 /// R15 of the guest, which it never touches: it must survive every exit.

@@ -364,6 +364,40 @@ impl VmcsDescription {
         ]
     }
 
+    /// The VMCS of vmx-core's minimal 64-bit guest on the processor `cpu`
+    /// runs on, with the capabilities the entry checks need: the controls
+    /// of [`VmcsDescription::minimal_requests`] computed from its
+    /// capability MSRs, its host state captured, the guest of
+    /// [`GuestState::minimal_64bit`] at `rip` on `rsp`, and every
+    /// exception a VM exit ([`VmcsDescription::ALL_EXCEPTIONS`]: that guest
+    /// shares the host's IDT). The one place this composition is made, for
+    /// every front end.
+    ///
+    /// # Errors
+    /// [`EntryCapabilities::read`]'s and [`HostState::capture`]'s faults;
+    /// [`Error::ControlNotAllowed`] when the processor does not allow a
+    /// control the guest needs.
+    ///
+    /// [`EntryCapabilities::read`]: crate::entry_checks::EntryCapabilities::read
+    pub fn minimal_64bit<C: Cpu + ?Sized>(
+        cpu: &mut C,
+        rip: u64,
+        rsp: u64,
+    ) -> Result<(Self, crate::entry_checks::EntryCapabilities)> {
+        let capabilities = crate::entry_checks::EntryCapabilities::read(cpu)?;
+        let host = HostState::capture(cpu)?;
+        let controls = Controls::compute(&capabilities.controls, Self::minimal_requests())?;
+        let description = Self {
+            controls,
+            exception_bitmap: Self::ALL_EXCEPTIONS,
+            cr3_target_count: 0,
+            entry_interruption_info: 0,
+            guest: GuestState::minimal_64bit(&host, rip, rsp),
+            host,
+        };
+        Ok((description, capabilities))
+    }
+
     /// The one field whose value differs between `self` and `other`, with
     /// `other`'s value; `None` when none or several differ.
     #[must_use]
@@ -742,6 +776,38 @@ mod tests {
             (host.selectors.tr, host.tr_base)
         );
         assert_eq!(guest.vmcs_link_pointer, u64::MAX);
+    }
+
+    #[test]
+    fn the_minimal_vmcs_is_composed_in_one_place_and_passes_every_rule() {
+        // In VMX operation, as a hypervisor describes its VMCS: CR0.NE and
+        // CR4.VMXE set, which the fixed bits require of host and guest.
+        let mut cpu = SimCpu::skylake();
+        let mut processor = crate::Processor::new();
+        processor
+            .enter(&mut cpu, sim::SimPage::new(0x1000))
+            .unwrap();
+        let (vmcs, capabilities) =
+            VmcsDescription::minimal_64bit(&mut cpu, 0x20_0000, 0x30_0000).unwrap();
+        let host = HostState::capture(&mut cpu).unwrap();
+        assert_eq!(vmcs.host, host);
+        assert_eq!(
+            vmcs.guest,
+            GuestState::minimal_64bit(&host, 0x20_0000, 0x30_0000)
+        );
+        assert_eq!(vmcs.exception_bitmap, VmcsDescription::ALL_EXCEPTIONS);
+        assert_eq!(
+            vmcs.controls,
+            Controls::compute(&capabilities.controls, VmcsDescription::minimal_requests()).unwrap()
+        );
+        let failed = crate::entry_checks::check(&vmcs, &capabilities);
+        assert!(
+            failed.is_empty(),
+            "{:?}",
+            failed.iter().collect::<std::vec::Vec<_>>()
+        );
+        cpu.faulting_msrs.push(IA32_PAT);
+        assert!(VmcsDescription::minimal_64bit(&mut cpu, 0x20_0000, 0x30_0000).is_err());
     }
 
     #[test]

@@ -461,28 +461,14 @@ mod tests {
         assert_eq!(cpu.vmxon(0x3000), Ok(VmxOutcome::FailInvalid));
     }
 
-    use crate::controls::Controls;
     use crate::cpu::GuestRegisters;
     use crate::entry_checks::{EntryFailure, Rule};
     use crate::inject::{Injecting, Injection};
-    use crate::state::{GuestState, HostState};
     use crate::vm_exit::BasicExitReason;
 
     /// The minimal guest's VMCS on the simulated processor.
     fn describe(cpu: &mut SimCpu) -> (VmcsDescription, EntryCapabilities) {
-        let capabilities = EntryCapabilities::read(cpu).unwrap();
-        let host = HostState::capture(cpu).unwrap();
-        let vmcs = VmcsDescription {
-            controls: Controls::compute(
-                &capabilities.controls,
-                VmcsDescription::minimal_requests(),
-            )
-            .unwrap(),
-            guest: GuestState::minimal_64bit(&host, 0x20_0000, 0x30_0000),
-            host,
-            ..VmcsDescription::default()
-        };
-        (vmcs, capabilities)
+        VmcsDescription::minimal_64bit(cpu, 0x20_0000, 0x30_0000).unwrap()
     }
 
     #[test]
