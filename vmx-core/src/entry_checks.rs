@@ -461,9 +461,15 @@ impl Violations {
         Self(self.0 & !(1 << rule as u32))
     }
 
-    /// How VM entry would fail: the processor checks the controls, then the
-    /// host state, then the guest state, and reports the first area that
-    /// fails.
+    /// How VM entry would fail: the guest-state checks come after those on
+    /// the controls and the host state ("Checking and Loading Guest
+    /// State"), so a guest rule decides only when the other two areas hold.
+    /// Between the controls and the host state the SDM fixes no order
+    /// ("VM-Instruction Error Numbers": the checks "may be performed in
+    /// any order", and "different processors may give different error
+    /// numbers for the same VMCS"): when both fail, this answers error 7,
+    /// as Bochs and KVM's nested VMX check the controls first, but a
+    /// processor may answer 8.
     #[must_use]
     pub fn failure(&self) -> Option<EntryFailure> {
         [Area::Controls, Area::Host, Area::Guest]
