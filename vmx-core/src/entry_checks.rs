@@ -288,7 +288,7 @@ rules! {
     HostAddressSpaceSizeZero => Host, ADDRESS_SPACE,
         "If the \"host address-space size\" VM-exit control is 0, the \"IA-32e mode guest\" VM-entry control must be 0 and bit 17 of the CR4 field (PCIDE) must be 0.";
     GuestCr0Fixed => Guest, GUEST_CR,
-        "The CR0 field must not set any bit to a value not supported in VMX operation (IA32_VMX_CR0_FIXED0 and FIXED1).";
+        "The CR0 field must not set any bit to a value not supported in VMX operation (IA32_VMX_CR0_FIXED0 and FIXED1); bits 29 (NW) and 30 (CD) are never checked.";
     GuestCr0PgNeedsPe => Guest, GUEST_CR,
         "If bit 31 in the CR0 field (PG) is 1, bit 0 (PE) must also be 1.";
     GuestCr4Fixed => Guest, GUEST_CR,
@@ -469,7 +469,11 @@ impl Violations {
     /// any order", and "different processors may give different error
     /// numbers for the same VMCS"): when both fail, this answers error 7,
     /// as Bochs and KVM's nested VMX check the controls first, but a
-    /// processor may answer 8.
+    /// processor may answer 8. The guest-state checks, too, "may be
+    /// performed in any order" ("Checks on the Guest State Area"): with a
+    /// broken VMCS link pointer and another guest rule, the qualification
+    /// may be 4 or 0; this answers that of the first guest rule in the
+    /// SDM's order.
     #[must_use]
     pub fn failure(&self) -> Option<EntryFailure> {
         [Area::Controls, Area::Host, Area::Guest]
@@ -512,6 +516,8 @@ const EFER_LME: u64 = 1 << 8;
 const EFER_LMA: u64 = 1 << 10;
 const CR0_PE: u64 = 1;
 const CR0_PG: u64 = 1 << 31;
+const CR0_NW: u64 = 1 << 29;
+const CR0_CD: u64 = 1 << 30;
 const CR4_PAE: u64 = 1 << 5;
 const CR4_PCIDE: u64 = 1 << 17;
 const RFLAGS_VM: u64 = 1 << 17;
@@ -655,7 +661,17 @@ pub fn check(vmcs: &VmcsDescription, capabilities: &EntryCapabilities) -> Violat
 
     // Checks on Guest Control Registers, Debug Registers, and MSRs.
     let g = &vmcs.guest;
-    rule(Rule::GuestCr0Fixed, fixed(capabilities.cr0_fixed, g.cr0));
+    // NW (bit 29) and CD (bit 30) are never checked: VM entry does not
+    // load them. (PE and PG would not be either with "unrestricted guest",
+    // which vmx-core does not set.)
+    let nw_cd = CR0_NW | CR0_CD;
+    rule(
+        Rule::GuestCr0Fixed,
+        fixed(
+            capabilities.cr0_fixed,
+            (g.cr0 & !nw_cd) | (capabilities.cr0_fixed.must_be_one() & nw_cd),
+        ),
+    );
     rule(
         Rule::GuestCr0PgNeedsPe,
         g.cr0 & CR0_PG == 0 || g.cr0 & CR0_PE != 0,
@@ -1231,6 +1247,46 @@ mod tests {
                 .unwrap_or("")
                 .trim();
             assert_eq!(!bochs.is_empty(), BREAKABLE.contains(&rule), "{row}");
+        }
+    }
+
+    #[test]
+    fn the_guest_cr0_rule_never_checks_nw_and_cd() {
+        // "Checks on Guest Control Registers, Debug Registers, and MSRs":
+        // bits 29 (NW) and 30 (CD) of the guest CR0 field are never
+        // checked against the fixed bits (VM entry does not load them);
+        // the host's CR0 field has no such exception.
+        let nw_cd = (1u64 << 29) | (1 << 30);
+        for (fixed0, fixed1) in [
+            (0x8000_0021 | nw_cd, 0xffff_ffff),
+            (0x8000_0021, 0xffff_ffff & !nw_cd),
+        ] {
+            let caps = EntryCapabilities {
+                cr0_fixed: FixedBits::new(fixed0, fixed1),
+                ..skylake_capabilities()
+            };
+            let mut vmcs = minimal();
+            vmcs.guest.cr0 = if fixed1 & nw_cd == 0 {
+                vmcs.guest.cr0 | nw_cd
+            } else {
+                vmcs.guest.cr0 & !nw_cd
+            };
+            vmcs.host.cr0 = (vmcs.host.cr0 | fixed0) & fixed1;
+            let failed = check(&vmcs, &caps);
+            assert!(
+                failed.is_empty(),
+                "{fixed0:#x}/{fixed1:#x}: {:?}",
+                failed.iter().collect::<std::vec::Vec<_>>()
+            );
+            // Every other bit is still checked.
+            vmcs.guest.cr0 &= !(1 << 5);
+            assert!(check(&vmcs, &caps).contains(Rule::GuestCr0Fixed));
+            // And the host's NW and CD are.
+            let mut host = vmcs;
+            host.guest.cr0 |= 1 << 5;
+            assert!(check(&host, &caps).is_empty());
+            host.host.cr0 ^= nw_cd;
+            assert!(check(&host, &caps).contains(Rule::HostCr0Fixed));
         }
     }
 
