@@ -556,6 +556,11 @@ core::arch::global_asm!(
 /// guest's registers saved in `registers`), `Ok(Some(rflags))` when the
 /// instruction failed, `Err(vector)` when it faulted.
 ///
+/// After a VM exit (a VM-entry failure included) RFLAGS is 0x2 (SDM,
+/// "Loading Host RIP, RSP, and RFLAGS": cleared but bit 1): interrupts
+/// are off when this returns, whatever IF was at the call; a caller that
+/// had them on turns them on again itself.
+///
 /// # Safety
 /// CPL 0, in VMX operation with a current VMCS whose every other host-state
 /// field describes the running kernel (its CR3, segments, descriptor
