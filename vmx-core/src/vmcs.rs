@@ -793,10 +793,14 @@ mod tests {
         }
         for ((field, value), (_, changed)) in description.fields().zip(rebuilt.fields()) {
             let expected = match field {
-                // Counts vmx-core always writes as 0, not members.
+                // Counts and masks vmx-core always writes as 0, not members.
                 fields::VM_EXIT_MSR_STORE_COUNT
                 | fields::VM_EXIT_MSR_LOAD_COUNT
-                | fields::VM_ENTRY_MSR_LOAD_COUNT => value,
+                | fields::VM_ENTRY_MSR_LOAD_COUNT
+                | fields::PAGE_FAULT_ERROR_CODE_MASK
+                | fields::PAGE_FAULT_ERROR_CODE_MATCH
+                | fields::CR0_GUEST_HOST_MASK
+                | fields::CR4_GUEST_HOST_MASK => value,
                 _ => value ^ 1,
             };
             assert_eq!(changed, expected, "{field}");
