@@ -1241,8 +1241,8 @@ fn bochs_deviation(case: &str) -> Option<Deviation> {
     match case {
         "guest-rip" => Some(Deviation {
             bochs: BochsAnswer::EntersAndExits(BasicExitReason::ExceptionOrNmi),
-            why: "Bochs checks the guest RIP only outside 64-bit code (bits 63:32 zero), not for \
-                  a canonical address in 64-bit code: it enters the guest, whose first \
+            why: "Bochs checks the guest RIP only outside 64-bit code (bits 63:32 zero), not that \
+                  bits 63:N are identical in 64-bit code: it enters the guest, whose first \
                   instruction fetch raises #GP, a VM exit",
         }),
         ENTRY_TO_SMM_CASE => Some(Deviation {

@@ -348,7 +348,7 @@ rules! {
     GuestDescriptorTableLimit => Guest, GUEST_DT,
         "Bits 31:16 of the limit fields for GDTR and IDTR must be 0.";
     GuestRip => Guest, GUEST_RIP,
-        "RIP: bits 63:32 must be 0 unless the \"IA-32e mode guest\" VM-entry control and CS.L are 1; then the bits beyond the linear-address width must be a sign extension.";
+        "RIP: bits 63:32 must be 0 unless the \"IA-32e mode guest\" VM-entry control and CS.L are 1; then, with N < 64 linear-address bits, bits 63:N must be identical (a looser test than canonical, which also takes in bit N-1).";
     GuestRflagsReserved => Guest, GUEST_RIP,
         "RFLAGS: reserved bits 63:22, 15, 5 and 3 must be 0, and bit 1 must be 1.";
     GuestRflagsVm => Guest, GUEST_RIP,
@@ -816,7 +816,9 @@ pub fn check(vmcs: &VmcsDescription, capabilities: &EntryCapabilities) -> Violat
     rule(
         Rule::GuestRip,
         if ia32e_guest && g.cs.long() {
-            canonical(g.rip)
+            // Bits 63:N identical: canonical for N + 1 bits (no check
+            // at all with 64 linear-address bits).
+            is_canonical(g.rip, linear.saturating_add(1))
         } else {
             g.rip >> 32 == 0
         },
@@ -1009,7 +1011,9 @@ pub fn break_rule(rule: Rule, vmcs: &VmcsDescription) -> Option<VmcsDescription>
         Rule::GuestLdtrType => v.guest.ldtr.access_rights = 0x83,
         Rule::GuestDescriptorTableBase => v.guest.gdtr.0 = NON_CANONICAL,
         Rule::GuestDescriptorTableLimit => v.guest.gdtr.1 = 0x1_0000,
-        Rule::GuestRip => v.guest.rip = NON_CANONICAL,
+        // Bit 48 set and bits 63:49 clear: bits 63:48 not identical (a
+        // non-canonical RIP with bits 63:48 equal passes the rule).
+        Rule::GuestRip => v.guest.rip = 1 << 48,
         // Bit 1 of RFLAGS, which is always 1, cleared.
         Rule::GuestRflagsReserved => v.guest.rflags = g.rflags & !2,
         // RFLAGS.VM in an IA-32e mode guest.
@@ -1248,6 +1252,41 @@ mod tests {
                 .trim();
             assert_eq!(!bochs.is_empty(), BREAKABLE.contains(&rule), "{row}");
         }
+    }
+
+    #[test]
+    fn the_guest_rip_rule_wants_bits_63_to_n_identical_not_a_canonical_rip() {
+        // "Checks on Guest RIP and RFLAGS": with N linear-address bits,
+        // "bits 63:N must be identical" in 64-bit code. With N = 48, RIP
+        // 0x0000_8000_0000_0000 passes (bits 63:48 all 0) although it is
+        // not canonical: VM entry succeeds and the first fetch faults.
+        let caps = skylake_capabilities();
+        let mut vmcs = minimal();
+        for rip in [
+            0x0000_8000_0000_0000,
+            0xffff_7fff_ffff_ffff,
+            0x0000_ffff_ffff_ffff,
+            0xffff_0000_0000_0000,
+        ] {
+            vmcs.guest.rip = rip;
+            assert!(check(&vmcs, &caps).is_empty(), "{rip:#x}");
+        }
+        for rip in [0x0001_0000_0000_0000, 0xfffe_ffff_ffff_ffff, 1 << 63] {
+            vmcs.guest.rip = rip;
+            let failed = check(&vmcs, &caps);
+            assert_eq!(
+                failed.iter().collect::<std::vec::Vec<_>>(),
+                [Rule::GuestRip],
+                "{rip:#x}"
+            );
+        }
+        // With 64 linear-address bits no check applies.
+        let wide = EntryCapabilities {
+            linear_address_width: 64,
+            ..caps
+        };
+        vmcs.guest.rip = 1 << 63;
+        assert!(!check(&vmcs, &wide).contains(Rule::GuestRip));
     }
 
     #[test]
