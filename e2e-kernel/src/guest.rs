@@ -37,9 +37,11 @@ e2e_guest_entry:
     vmcall
     dec r12
     jnz 2b
+3:
     hlt
-    // Never resumed after HLT; spin on HLT should a host do it.
-    jmp 2b
+    // Never resumed after HLT; spin on HLT should a host do it (not back
+    // to the loop, whose R12, now 0, would count down from 2^64).
+    jmp 3b
 "#
 );
 

@@ -25,8 +25,8 @@ use vmx_core::feature_control::{FeatureControlFlags, IA32_FEATURE_CONTROL};
 use vmx_core::inject::Injection;
 use vmx_core::vmcs::Vmcs;
 use vmx_core::{
-    BasicExitReason, Controls, Cpu, CpuObserver, EntryOutcome, Error, Fault, GuestRegisters,
-    GuestState, HostState, Instruction, PageAllocator, Processor, ProcessorError, ProcessorStatus,
+    BasicExitReason, Cpu, CpuObserver, EntryOutcome, Error, Fault, GuestRegisters,
+    Instruction, PageAllocator, Processor, ProcessorError, ProcessorStatus,
     Processors, Verdict, VmInstructionError, VmcsDescription, diagnose,
 };
 
@@ -1241,8 +1241,8 @@ fn bochs_deviation(case: &str) -> Option<Deviation> {
     match case {
         "guest-rip" => Some(Deviation {
             bochs: BochsAnswer::EntersAndExits(BasicExitReason::ExceptionOrNmi),
-            why: "Bochs checks the guest RIP only outside 64-bit code (bits 63:32 zero), not for \
-                  a canonical address in 64-bit code: it enters the guest, whose first \
+            why: "Bochs checks the guest RIP only outside 64-bit code (bits 63:32 zero), not that \
+                  bits 63:N are identical in 64-bit code: it enters the guest, whose first \
                   instruction fetch raises #GP, a VM exit",
         }),
         ENTRY_TO_SMM_CASE => Some(Deviation {
@@ -1262,17 +1262,7 @@ fn describe_minimal<C: Cpu>(
     cpu: &mut C,
     index: usize,
 ) -> Result<(VmcsDescription, EntryCapabilities), Error> {
-    let capabilities = EntryCapabilities::read(cpu)?;
-    let host = HostState::capture(cpu)?;
-    let controls = Controls::compute(&capabilities.controls, VmcsDescription::minimal_requests())?;
-    let description = VmcsDescription {
-        controls,
-        guest: GuestState::minimal_64bit(&host, guest::entry(), guest::stack_top(index)),
-        host,
-        exception_bitmap: VmcsDescription::ALL_EXCEPTIONS,
-        ..VmcsDescription::default()
-    };
-    Ok((description, capabilities))
+    VmcsDescription::minimal_64bit(cpu, guest::entry(), guest::stack_top(index))
 }
 
 /// R15 of the guest, which it never touches: it must survive every exit.

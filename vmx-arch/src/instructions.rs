@@ -431,6 +431,26 @@ macro_rules! entry_extable {
     };
 }
 
+/// In `vmx_arch_enter_guest`, before each VMX instruction: with
+/// `preset-flags`, the preset of [`guarded_vmx`] (CF, PF, AF, ZF, SF and OF
+/// set); nothing otherwise. Without the preset, the flags before VMRESUME
+/// would be those of `cmp rsi, 0` with RSI = 1, all six clear: the shape
+/// of VMsucceed, so reading them instead of VMRESUME's would pass the
+/// check; and those before the two VMWRITEs would be the caller's.
+#[cfg(feature = "preset-flags")]
+macro_rules! preset_flags {
+    () => {
+        "pushfq\nor qword ptr [rsp], 0x8d5\npopfq"
+    };
+}
+
+#[cfg(not(feature = "preset-flags"))]
+macro_rules! preset_flags {
+    () => {
+        ""
+    };
+}
+
 core::arch::global_asm!(
     // In the default section (`.text`): ELF and COFF spell section flags
     // differently, and the Windows driver links this too.
@@ -447,11 +467,16 @@ core::arch::global_asm!(
     // HOST_RSP: this stack, with `registers` on top; HOST_RIP: the exit.
     // A VMWRITE that fails here (no current VMCS) returns its RFLAGS as the
     // entry's VMfail: the same outcome VMLAUNCH would have had.
+    // With `preset-flags`, each VMX instruction here runs with the six
+    // flags preset (PUSHFQ/POPFQ below HOST_RSP, which they leave as it
+    // was), as the other wrappers' do.
     "mov rax, 0x6c14",
+    preset_flags!(),
     "vmwrite rax, rsp",
     "jbe 4f",
     "mov rax, 0x6c16",
     "lea rdx, [rip + vmx_arch_vm_exit]",
+    preset_flags!(),
     "vmwrite rax, rdx",
     "jbe 4f",
     // The guest's registers; RDI, which points at them, last. MOV leaves
@@ -473,9 +498,11 @@ core::arch::global_asm!(
     "mov r15, [rdi + 112]",
     "mov rdi, [rdi + 40]",
     "jne 1f",
+    preset_flags!(),
     "2: vmlaunch",
     "jmp 4f",
     "1:",
+    preset_flags!(),
     "5: vmresume",
     // VMLAUNCH or VMRESUME fell through: it failed. Return RFLAGS.
     "4:",
@@ -529,6 +556,11 @@ core::arch::global_asm!(
 /// guest's registers saved in `registers`), `Ok(Some(rflags))` when the
 /// instruction failed, `Err(vector)` when it faulted.
 ///
+/// After a VM exit (a VM-entry failure included) RFLAGS is 0x2 (SDM,
+/// "Loading Host RIP, RSP, and RFLAGS": cleared but bit 1): interrupts
+/// are off when this returns, whatever IF was at the call; a caller that
+/// had them on turns them on again itself.
+///
 /// # Safety
 /// CPL 0, in VMX operation with a current VMCS whose every other host-state
 /// field describes the running kernel (its CR3, segments, descriptor
@@ -546,8 +578,10 @@ pub unsafe fn enter_guest(
         0 => Ok(None),
         faulted if faulted & ENTER_FAULTED != 0 => Err(faulted as u8),
         rflags => {
-            // The flags before the instruction are CMP's (ZF and PF set for
-            // VMLAUNCH): reading them instead of VMLAUNCH's fails this check.
+            // With `preset-flags` the instruction ran with all six flags
+            // set: reading them instead of its own fails this check. (The
+            // flags of the CMP before it would not: for VMRESUME they are
+            // all clear, the shape of VMsucceed.)
             check_written(if resume { "VMRESUME" } else { "VMLAUNCH" }, rflags);
             Ok(Some(rflags))
         }

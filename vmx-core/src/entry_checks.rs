@@ -288,7 +288,7 @@ rules! {
     HostAddressSpaceSizeZero => Host, ADDRESS_SPACE,
         "If the \"host address-space size\" VM-exit control is 0, the \"IA-32e mode guest\" VM-entry control must be 0 and bit 17 of the CR4 field (PCIDE) must be 0.";
     GuestCr0Fixed => Guest, GUEST_CR,
-        "The CR0 field must not set any bit to a value not supported in VMX operation (IA32_VMX_CR0_FIXED0 and FIXED1).";
+        "The CR0 field must not set any bit to a value not supported in VMX operation (IA32_VMX_CR0_FIXED0 and FIXED1); bits 29 (NW) and 30 (CD) are never checked.";
     GuestCr0PgNeedsPe => Guest, GUEST_CR,
         "If bit 31 in the CR0 field (PG) is 1, bit 0 (PE) must also be 1.";
     GuestCr4Fixed => Guest, GUEST_CR,
@@ -348,7 +348,7 @@ rules! {
     GuestDescriptorTableLimit => Guest, GUEST_DT,
         "Bits 31:16 of the limit fields for GDTR and IDTR must be 0.";
     GuestRip => Guest, GUEST_RIP,
-        "RIP: bits 63:32 must be 0 unless the \"IA-32e mode guest\" VM-entry control and CS.L are 1; then the bits beyond the linear-address width must be a sign extension.";
+        "RIP: bits 63:32 must be 0 unless the \"IA-32e mode guest\" VM-entry control and CS.L are 1; then, with N < 64 linear-address bits, bits 63:N must be identical (a looser test than canonical, which also takes in bit N-1).";
     GuestRflagsReserved => Guest, GUEST_RIP,
         "RFLAGS: reserved bits 63:22, 15, 5 and 3 must be 0, and bit 1 must be 1.";
     GuestRflagsVm => Guest, GUEST_RIP,
@@ -461,9 +461,19 @@ impl Violations {
         Self(self.0 & !(1 << rule as u32))
     }
 
-    /// How VM entry would fail: the processor checks the controls, then the
-    /// host state, then the guest state, and reports the first area that
-    /// fails.
+    /// How VM entry would fail: the guest-state checks come after those on
+    /// the controls and the host state ("Checking and Loading Guest
+    /// State"), so a guest rule decides only when the other two areas hold.
+    /// Between the controls and the host state the SDM fixes no order
+    /// ("VM-Instruction Error Numbers": the checks "may be performed in
+    /// any order", and "different processors may give different error
+    /// numbers for the same VMCS"): when both fail, this answers error 7,
+    /// as Bochs and KVM's nested VMX check the controls first, but a
+    /// processor may answer 8. The guest-state checks, too, "may be
+    /// performed in any order" ("Checks on the Guest State Area"): with a
+    /// broken VMCS link pointer and another guest rule, the qualification
+    /// may be 4 or 0; this answers that of the first guest rule in the
+    /// SDM's order.
     #[must_use]
     pub fn failure(&self) -> Option<EntryFailure> {
         [Area::Controls, Area::Host, Area::Guest]
@@ -496,13 +506,18 @@ pub const fn is_valid_pat(pat: u64) -> bool {
     true
 }
 
-/// IA32_EFER bits that are not reserved: SCE (0), LME (8), LMA (10), NXE
-/// (11), SVME (12), LMSLE (13), FFXSR (14), TCE (15).
-const EFER_DEFINED: u64 = 1 | 0xfd << 8;
+/// IA32_EFER bits that are not reserved on Intel 64 (SDM Vol. 4,
+/// "Architectural MSRs": IA32_EFER): SCE (0), LME (8), LMA (10), NXE (11).
+/// Bits 15:12 (SVME, LMSLE, FFXSR, TCE) are AMD's; the Intel processor
+/// reserves them, and VM entry checks the "reserved bits" of the processor
+/// it runs on.
+const EFER_DEFINED: u64 = 1 | 1 << 8 | 1 << 10 | 1 << 11;
 const EFER_LME: u64 = 1 << 8;
 const EFER_LMA: u64 = 1 << 10;
 const CR0_PE: u64 = 1;
 const CR0_PG: u64 = 1 << 31;
+const CR0_NW: u64 = 1 << 29;
+const CR0_CD: u64 = 1 << 30;
 const CR4_PAE: u64 = 1 << 5;
 const CR4_PCIDE: u64 = 1 << 17;
 const RFLAGS_VM: u64 = 1 << 17;
@@ -529,7 +544,12 @@ pub fn check(vmcs: &VmcsDescription, capabilities: &EntryCapabilities) -> Violat
     let caps = &capabilities.controls;
     let linear = capabilities.linear_address_width;
     let canonical = |address| is_canonical(address, linear);
-    let within_width = |address: u64| address >> capabilities.physical_address_width == 0;
+    // A width of 64 or more (CPUID reports it in a byte) leaves no bit
+    // beyond it; shifting by it would overflow.
+    let within_width = |address: u64| {
+        capabilities.physical_address_width >= 64
+            || address >> capabilities.physical_address_width == 0
+    };
 
     // Checks on VM-Execution Control Fields.
     rule(
@@ -641,7 +661,17 @@ pub fn check(vmcs: &VmcsDescription, capabilities: &EntryCapabilities) -> Violat
 
     // Checks on Guest Control Registers, Debug Registers, and MSRs.
     let g = &vmcs.guest;
-    rule(Rule::GuestCr0Fixed, fixed(capabilities.cr0_fixed, g.cr0));
+    // NW (bit 29) and CD (bit 30) are never checked: VM entry does not
+    // load them. (PE and PG would not be either with "unrestricted guest",
+    // which vmx-core does not set.)
+    let nw_cd = CR0_NW | CR0_CD;
+    rule(
+        Rule::GuestCr0Fixed,
+        fixed(
+            capabilities.cr0_fixed,
+            (g.cr0 & !nw_cd) | (capabilities.cr0_fixed.must_be_one() & nw_cd),
+        ),
+    );
     rule(
         Rule::GuestCr0PgNeedsPe,
         g.cr0 & CR0_PG == 0 || g.cr0 & CR0_PE != 0,
@@ -786,7 +816,9 @@ pub fn check(vmcs: &VmcsDescription, capabilities: &EntryCapabilities) -> Violat
     rule(
         Rule::GuestRip,
         if ia32e_guest && g.cs.long() {
-            canonical(g.rip)
+            // Bits 63:N identical: canonical for N + 1 bits (no check
+            // at all with 64 linear-address bits).
+            is_canonical(g.rip, linear.saturating_add(1))
         } else {
             g.rip >> 32 == 0
         },
@@ -979,7 +1011,9 @@ pub fn break_rule(rule: Rule, vmcs: &VmcsDescription) -> Option<VmcsDescription>
         Rule::GuestLdtrType => v.guest.ldtr.access_rights = 0x83,
         Rule::GuestDescriptorTableBase => v.guest.gdtr.0 = NON_CANONICAL,
         Rule::GuestDescriptorTableLimit => v.guest.gdtr.1 = 0x1_0000,
-        Rule::GuestRip => v.guest.rip = NON_CANONICAL,
+        // Bit 48 set and bits 63:49 clear: bits 63:48 not identical (a
+        // non-canonical RIP with bits 63:48 equal passes the rule).
+        Rule::GuestRip => v.guest.rip = 1 << 48,
         // Bit 1 of RFLAGS, which is always 1, cleared.
         Rule::GuestRflagsReserved => v.guest.rflags = g.rflags & !2,
         // RFLAGS.VM in an IA-32e mode guest.
@@ -1218,6 +1252,123 @@ mod tests {
                 .trim();
             assert_eq!(!bochs.is_empty(), BREAKABLE.contains(&rule), "{row}");
         }
+    }
+
+    #[test]
+    fn the_guest_rip_rule_wants_bits_63_to_n_identical_not_a_canonical_rip() {
+        // "Checks on Guest RIP and RFLAGS": with N linear-address bits,
+        // "bits 63:N must be identical" in 64-bit code. With N = 48, RIP
+        // 0x0000_8000_0000_0000 passes (bits 63:48 all 0) although it is
+        // not canonical: VM entry succeeds and the first fetch faults.
+        let caps = skylake_capabilities();
+        let mut vmcs = minimal();
+        for rip in [
+            0x0000_8000_0000_0000,
+            0xffff_7fff_ffff_ffff,
+            0x0000_ffff_ffff_ffff,
+            0xffff_0000_0000_0000,
+        ] {
+            vmcs.guest.rip = rip;
+            assert!(check(&vmcs, &caps).is_empty(), "{rip:#x}");
+        }
+        for rip in [0x0001_0000_0000_0000, 0xfffe_ffff_ffff_ffff, 1 << 63] {
+            vmcs.guest.rip = rip;
+            let failed = check(&vmcs, &caps);
+            assert_eq!(
+                failed.iter().collect::<std::vec::Vec<_>>(),
+                [Rule::GuestRip],
+                "{rip:#x}"
+            );
+        }
+        // With 64 linear-address bits no check applies.
+        let wide = EntryCapabilities {
+            linear_address_width: 64,
+            ..caps
+        };
+        vmcs.guest.rip = 1 << 63;
+        assert!(!check(&vmcs, &wide).contains(Rule::GuestRip));
+    }
+
+    #[test]
+    fn the_guest_cr0_rule_never_checks_nw_and_cd() {
+        // "Checks on Guest Control Registers, Debug Registers, and MSRs":
+        // bits 29 (NW) and 30 (CD) of the guest CR0 field are never
+        // checked against the fixed bits (VM entry does not load them);
+        // the host's CR0 field has no such exception.
+        let nw_cd = (1u64 << 29) | (1 << 30);
+        for (fixed0, fixed1) in [
+            (0x8000_0021 | nw_cd, 0xffff_ffff),
+            (0x8000_0021, 0xffff_ffff & !nw_cd),
+        ] {
+            let caps = EntryCapabilities {
+                cr0_fixed: FixedBits::new(fixed0, fixed1),
+                ..skylake_capabilities()
+            };
+            let mut vmcs = minimal();
+            vmcs.guest.cr0 = if fixed1 & nw_cd == 0 {
+                vmcs.guest.cr0 | nw_cd
+            } else {
+                vmcs.guest.cr0 & !nw_cd
+            };
+            vmcs.host.cr0 = (vmcs.host.cr0 | fixed0) & fixed1;
+            let failed = check(&vmcs, &caps);
+            assert!(
+                failed.is_empty(),
+                "{fixed0:#x}/{fixed1:#x}: {:?}",
+                failed.iter().collect::<std::vec::Vec<_>>()
+            );
+            // Every other bit is still checked.
+            vmcs.guest.cr0 &= !(1 << 5);
+            assert!(check(&vmcs, &caps).contains(Rule::GuestCr0Fixed));
+            // And the host's NW and CD are.
+            let mut host = vmcs;
+            host.guest.cr0 |= 1 << 5;
+            assert!(check(&host, &caps).is_empty());
+            host.host.cr0 ^= nw_cd;
+            assert!(check(&host, &caps).contains(Rule::HostCr0Fixed));
+        }
+    }
+
+    #[test]
+    fn a_physical_address_width_of_64_or_more_never_panics() {
+        // CPUID.80000008H:EAX[7:0] is a byte: a (nested) hypervisor can
+        // report 64 or more. Every address then fits the width.
+        for width in [64, 65, 255] {
+            let caps = EntryCapabilities {
+                physical_address_width: width,
+                ..skylake_capabilities()
+            };
+            let mut vmcs = minimal();
+            vmcs.guest.vmcs_link_pointer = 0x8000_0000_0000_0000;
+            vmcs.host.cr3 = 0x8000_0000_0010_2000;
+            vmcs.guest.cr3 = 0x8000_0000_0010_2000;
+            assert!(check(&vmcs, &caps).is_empty(), "width {width}");
+        }
+    }
+
+    #[test]
+    fn efer_bits_12_to_15_are_reserved_on_intel() {
+        // SDM Vol. 4, IA32_EFER: bit 0 SCE, 8 LME, 10 LMA, 11 NXE; bits 7:1,
+        // 9 and 63:12 are reserved. (SVME, LMSLE, FFXSR and TCE at 15:12
+        // are AMD's.) With the "load IA32_EFER" controls set, each such
+        // bit fails the host and the guest EFER rules.
+        for bit in [1, 9, 12, 13, 14, 15, 16, 63] {
+            let mut vmcs = minimal();
+            vmcs.controls.exit |= controls::exit::LOAD_EFER;
+            vmcs.controls.entry |= controls::entry::LOAD_EFER;
+            assert!(check(&vmcs, &skylake_capabilities()).is_empty());
+            vmcs.host.efer |= 1 << bit;
+            vmcs.guest.efer |= 1 << bit;
+            let failed = check(&vmcs, &skylake_capabilities());
+            assert!(failed.contains(Rule::HostEfer), "bit {bit}");
+            assert!(failed.contains(Rule::GuestEfer), "bit {bit}");
+        }
+        let mut vmcs = minimal();
+        vmcs.controls.exit |= controls::exit::LOAD_EFER;
+        vmcs.controls.entry |= controls::entry::LOAD_EFER;
+        vmcs.host.efer = 0xd01;
+        vmcs.guest.efer = 0xd01;
+        assert!(check(&vmcs, &skylake_capabilities()).is_empty());
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! enables it only when a test asks.
 
 use crate::cpu::{Cpu, CpuidResult, DescriptorTables, Fault, GuestRegisters, SegmentSelectors};
-use crate::cpuid::{DEFAULT_PHYSICAL_ADDRESS_WIDTH, LEAF_ADDRESS_SIZES};
+use crate::cpuid::{CpuIdentity, DEFAULT_PHYSICAL_ADDRESS_WIDTH};
 use crate::feature_control::{FeatureControlFlags, IA32_FEATURE_CONTROL};
 use crate::fixed_bits::{CR0_NE, CR4_VMXE};
 use crate::instruction::VmxOutcome;
@@ -145,16 +145,16 @@ impl<C: Cpu> Injecting<C> {
         self.inner
     }
 
-    /// The first physical-address bit beyond the width the processor
-    /// reports (the default width when it reports none).
+    /// The first physical-address bit beyond the width vmx-core decides
+    /// with ([`CpuIdentity`]: the processor's report, or the default width
+    /// when it reports none or 0); 0 when no bit lies beyond it.
     fn first_bit_beyond_width(&mut self) -> u64 {
-        let extended_max = self.inner.cpuid(0x8000_0000, 0).eax;
-        let width = if extended_max >= LEAF_ADDRESS_SIZES {
-            self.inner.cpuid(LEAF_ADDRESS_SIZES, 0).eax & 0xff
-        } else {
-            u32::from(DEFAULT_PHYSICAL_ADDRESS_WIDTH)
-        };
-        1u64.checked_shl(width).unwrap_or(0)
+        let inner = &mut self.inner;
+        let width = CpuIdentity::read(|leaf, subleaf| Some(inner.cpuid(leaf, subleaf)))
+            .map_or(DEFAULT_PHYSICAL_ADDRESS_WIDTH, |identity| {
+                identity.physical_address_width
+            });
+        1u64.checked_shl(u32::from(width)).unwrap_or(0)
     }
 }
 
@@ -410,6 +410,16 @@ mod tests {
         narrow.physical_address_width = 36;
         let mut cpu = Injecting::new(narrow, Injection::VmxonBeyondWidth);
         assert_eq!(cpu.first_bit_beyond_width(), 1 << 36);
+        // The width vmx-core itself decides with (CpuIdentity): a leaf
+        // 0x8000_0008 that reports 0 means the default width, and the bit
+        // set is beyond that one, not bit 0 (which would only misalign it).
+        let mut zero = SimCpu::skylake();
+        zero.physical_address_width = 0;
+        let mut cpu = Injecting::new(zero, Injection::VmxonBeyondWidth);
+        assert_eq!(
+            cpu.first_bit_beyond_width(),
+            1 << crate::cpuid::DEFAULT_PHYSICAL_ADDRESS_WIDTH
+        );
     }
 
     #[test]

@@ -319,7 +319,9 @@ impl GuestState {
 
 /// Everything vmx-core writes to a VMCS: the controls, the host-state and
 /// the guest-state area, and the few other control fields a minimal guest
-/// needs (all zero here but the exception bitmap).
+/// needs (all zero here but the exception bitmap; the MSR-area counts,
+/// the page-fault error-code mask and match and the CR0/CR4 guest/host
+/// masks are always written as 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub struct VmcsDescription {
     /// The five control fields.
@@ -364,6 +366,40 @@ impl VmcsDescription {
         ]
     }
 
+    /// The VMCS of vmx-core's minimal 64-bit guest on the processor `cpu`
+    /// runs on, with the capabilities the entry checks need: the controls
+    /// of [`VmcsDescription::minimal_requests`] computed from its
+    /// capability MSRs, its host state captured, the guest of
+    /// [`GuestState::minimal_64bit`] at `rip` on `rsp`, and every
+    /// exception a VM exit ([`VmcsDescription::ALL_EXCEPTIONS`]: that guest
+    /// shares the host's IDT). The one place this composition is made, for
+    /// every front end.
+    ///
+    /// # Errors
+    /// [`EntryCapabilities::read`]'s and [`HostState::capture`]'s faults;
+    /// [`Error::ControlNotAllowed`] when the processor does not allow a
+    /// control the guest needs.
+    ///
+    /// [`EntryCapabilities::read`]: crate::entry_checks::EntryCapabilities::read
+    pub fn minimal_64bit<C: Cpu + ?Sized>(
+        cpu: &mut C,
+        rip: u64,
+        rsp: u64,
+    ) -> Result<(Self, crate::entry_checks::EntryCapabilities)> {
+        let capabilities = crate::entry_checks::EntryCapabilities::read(cpu)?;
+        let host = HostState::capture(cpu)?;
+        let controls = Controls::compute(&capabilities.controls, Self::minimal_requests())?;
+        let description = Self {
+            controls,
+            exception_bitmap: Self::ALL_EXCEPTIONS,
+            cr3_target_count: 0,
+            entry_interruption_info: 0,
+            guest: GuestState::minimal_64bit(&host, rip, rsp),
+            host,
+        };
+        Ok((description, capabilities))
+    }
+
     /// The one field whose value differs between `self` and `other`, with
     /// `other`'s value; `None` when none or several differ.
     #[must_use]
@@ -398,7 +434,11 @@ impl VmcsDescription {
             // Written as 0, and not part of the description.
             fields::VM_EXIT_MSR_STORE_COUNT
             | fields::VM_EXIT_MSR_LOAD_COUNT
-            | fields::VM_ENTRY_MSR_LOAD_COUNT => {}
+            | fields::VM_ENTRY_MSR_LOAD_COUNT
+            | fields::PAGE_FAULT_ERROR_CODE_MASK
+            | fields::PAGE_FAULT_ERROR_CODE_MATCH
+            | fields::CR0_GUEST_HOST_MASK
+            | fields::CR4_GUEST_HOST_MASK => {}
             fields::HOST_CR0 => h.cr0 = value,
             fields::HOST_CR3 => h.cr3 = value,
             fields::HOST_CR4 => h.cr4 = value,
@@ -533,6 +573,14 @@ impl VmcsDescription {
             (fields::VM_EXIT_CONTROLS, u64::from(c.exit)),
             (fields::VM_ENTRY_CONTROLS, u64::from(c.entry)),
             (fields::EXCEPTION_BITMAP, u64::from(self.exception_bitmap)),
+            // SDM, "Initializing a VMCS": fields the processor uses get a
+            // value. A #PF exits exactly as the exception bitmap's bit 14
+            // says with mask = match = 0; the guest owns every bit of CR0
+            // and CR4 with guest/host masks of 0 (the read shadows unused).
+            (fields::PAGE_FAULT_ERROR_CODE_MASK, 0),
+            (fields::PAGE_FAULT_ERROR_CODE_MATCH, 0),
+            (fields::CR0_GUEST_HOST_MASK, 0),
+            (fields::CR4_GUEST_HOST_MASK, 0),
             (fields::CR3_TARGET_COUNT, u64::from(self.cr3_target_count)),
             (fields::VM_EXIT_MSR_STORE_COUNT, 0),
             (fields::VM_EXIT_MSR_LOAD_COUNT, 0),
@@ -742,6 +790,72 @@ mod tests {
             (host.selectors.tr, host.tr_base)
         );
         assert_eq!(guest.vmcs_link_pointer, u64::MAX);
+    }
+
+    #[test]
+    fn the_minimal_vmcs_is_composed_in_one_place_and_passes_every_rule() {
+        // In VMX operation, as a hypervisor describes its VMCS: CR0.NE and
+        // CR4.VMXE set, which the fixed bits require of host and guest.
+        let mut cpu = SimCpu::skylake();
+        let mut processor = crate::Processor::new();
+        processor
+            .enter(&mut cpu, sim::SimPage::new(0x1000))
+            .unwrap();
+        let (vmcs, capabilities) =
+            VmcsDescription::minimal_64bit(&mut cpu, 0x20_0000, 0x30_0000).unwrap();
+        let host = HostState::capture(&mut cpu).unwrap();
+        assert_eq!(vmcs.host, host);
+        assert_eq!(
+            vmcs.guest,
+            GuestState::minimal_64bit(&host, 0x20_0000, 0x30_0000)
+        );
+        assert_eq!(vmcs.exception_bitmap, VmcsDescription::ALL_EXCEPTIONS);
+        assert_eq!(
+            vmcs.controls,
+            Controls::compute(&capabilities.controls, VmcsDescription::minimal_requests()).unwrap()
+        );
+        let failed = crate::entry_checks::check(&vmcs, &capabilities);
+        assert!(
+            failed.is_empty(),
+            "{:?}",
+            failed.iter().collect::<std::vec::Vec<_>>()
+        );
+        cpu.faulting_msrs.push(IA32_PAT);
+        assert!(VmcsDescription::minimal_64bit(&mut cpu, 0x20_0000, 0x30_0000).is_err());
+    }
+
+    #[test]
+    fn every_control_field_the_minimal_guest_makes_the_processor_use_is_written() {
+        // SDM, "Initializing a VMCS": software should write every field the
+        // processor will use; VMCLEAR does not give them defined values.
+        // With every exception a VM exit, a #PF in the guest consults the
+        // page-fault error-code mask and match; MOV to CR0 and CR4 consult
+        // the guest/host masks. Written as 0: every #PF exits, the guest
+        // owns CR0 and CR4 (their read shadows then are never used).
+        let mut cpu = SimCpu::skylake();
+        let host = HostState::capture(&mut cpu).unwrap();
+        let vmcs = VmcsDescription {
+            guest: GuestState::minimal_64bit(&host, 0x20_0000, 0x30_0000),
+            host,
+            exception_bitmap: VmcsDescription::ALL_EXCEPTIONS,
+            ..VmcsDescription::default()
+        };
+        for field in [
+            fields::PAGE_FAULT_ERROR_CODE_MASK,
+            fields::PAGE_FAULT_ERROR_CODE_MATCH,
+            fields::CR0_GUEST_HOST_MASK,
+            fields::CR4_GUEST_HOST_MASK,
+        ] {
+            assert_eq!(
+                vmcs.fields().find(|&(f, _)| f == field),
+                Some((field, 0)),
+                "{field}"
+            );
+            // Read back, it changes nothing in the description.
+            let mut read = vmcs;
+            assert!(read.set(field, 0), "{field}");
+            assert_eq!(read, vmcs);
+        }
     }
 
     #[test]
