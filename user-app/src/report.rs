@@ -112,7 +112,10 @@ fn sorted_names(caps: Capabilities) -> Vec<&'static str> {
 pub fn escape_controls(text: &str) -> Cow<'_, str> {
     let bad = |c: char| {
         c.is_control()
-            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+            || matches!(
+                c,
+                '\u{61c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+            )
     };
     if !text.chars().any(bad) {
         return Cow::Borrowed(text);
@@ -773,6 +776,26 @@ mod tests {
         let mut out = String::new();
         field(&mut out, "source\u{1b}", "x\u{1b}[H\ny");
         assert_eq!(out, "source\\u{1b}   x\\u{1b}[H\\ny\n");
+    }
+
+    #[test]
+    fn every_bidirectional_control_is_escaped() {
+        // Unicode's Bidi_Control property: U+061C, U+200E, U+200F,
+        // U+202A..=U+202E, U+2066..=U+2069.
+        let controls = ['\u{61c}', '\u{200e}', '\u{200f}']
+            .into_iter()
+            .chain('\u{202a}'..='\u{202e}')
+            .chain('\u{2066}'..='\u{2069}');
+        for c in controls {
+            let text = std::format!("a{c}b");
+            let escaped = escape_controls(&text);
+            assert_eq!(
+                escaped,
+                std::format!("a\\u{{{:x}}}b", u32::from(c)),
+                "U+{:04X}",
+                u32::from(c)
+            );
+        }
     }
 
     #[test]
