@@ -57,12 +57,18 @@ impl CpuReport {
         self.refined.capabilities
     }
 
+    /// The 12-character vendor string, every byte kept (Zhaoxin's
+    /// `"  Shanghai  "` ends in spaces) as the character of that value, so
+    /// that a control byte is escaped where it is shown, not replaced.
     fn vendor(&self) -> Option<String> {
         let identity = self.report.identity?;
         Some(
-            signature_text(&identity.vendor.signature())
-                .as_str()
-                .to_owned(),
+            identity
+                .vendor
+                .signature()
+                .iter()
+                .map(|&b| char::from(b))
+                .collect(),
         )
     }
 

@@ -225,6 +225,47 @@ fn control_characters_from_a_dump_are_escaped_in_json_as_json_does() {
     assert!(report["source"].as_str().unwrap().contains("\u{1b}[2J"));
 }
 
+/// The ready fixture with CPUID leaf 0's vendor bytes replaced.
+fn with_vendor(vendor: &[u8; 12]) -> String {
+    let le = |b: &[u8]| format!("{:#x}", u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let mut dump: Value = serde_json::from_str(&ready()).unwrap();
+    for cpu in dump["cpus"].as_array_mut().unwrap() {
+        for leaf in cpu["cpuid"].as_array_mut().unwrap() {
+            if leaf["leaf"] == "0x0" {
+                leaf["ebx"] = le(&vendor[0..4]).into();
+                leaf["edx"] = le(&vendor[4..8]).into();
+                leaf["ecx"] = le(&vendor[8..12]).into();
+            }
+        }
+    }
+    dump.to_string()
+}
+
+#[test]
+fn the_vendor_is_the_12_character_string_its_controls_escaped() {
+    // Zhaoxin's vendor ends in spaces: the JSON keeps all 12 characters.
+    let output = replay(
+        with_vendor(b"  Shanghai  ").as_bytes(),
+        "zhaoxin.json",
+        true,
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["vendor"], "  Shanghai  ");
+    assert_eq!(report["cpus"][0]["vendor"], "  Shanghai  ");
+    // A control character in the vendor is escaped, not replaced: in
+    // text as `\u{1b}`, in JSON as JSON does.
+    let hostile = with_vendor(b"\x1b[2JIntel\x07 x");
+    let text = replay(hostile.as_bytes(), "vendor-escape.json", false);
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(
+        text.contains(r"vendor         \u{1b}[2JIntel\u{7} x"),
+        "{text}"
+    );
+    let json = replay(hostile.as_bytes(), "vendor-escape-json.json", true);
+    let report: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(report["cpus"][0]["vendor"], "\u{1b}[2JIntel\u{7} x");
+}
+
 #[test]
 fn file_names_are_escaped_in_errors() {
     let output = run(&["--replay", "/nonexistent/\x1b[2Jdump.json"]);
