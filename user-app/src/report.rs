@@ -11,7 +11,6 @@ use std::hash::Hash;
 use serde::Serialize;
 use serde::ser::{SerializeStruct, Serializer};
 use serde_json::Value;
-use vmx_core::cpuid::signature_text;
 use vmx_core::diagnosis::FeatureControlReading;
 use vmx_core::feature_control::FeatureControlFlags;
 use vmx_core::linux_facts::Refined;
@@ -494,6 +493,18 @@ impl MachineReport {
     }
 }
 
+/// A hypervisor signature as text: trailing NULs and spaces trimmed, every
+/// other byte kept as the character of that value, so that a control byte
+/// is escaped where it is shown (text: `\u{1b}`; JSON: as JSON does)
+/// rather than replaced.
+fn signature_string(signature: &[u8]) -> String {
+    let end = signature
+        .iter()
+        .rposition(|&b| b != 0 && b != b' ')
+        .map_or(0, |i| i + 1);
+    signature[..end].iter().map(|&b| char::from(b)).collect()
+}
+
 fn hypervisor_text(c: &CpuReport) -> Option<String> {
     let identity = c.report.identity?;
     Some(identity.hypervisor.map_or_else(
@@ -508,7 +519,7 @@ fn hypervisor_text(c: &CpuReport) -> Option<String> {
             format!(
                 "{}, signature \"{}\"",
                 h.name(),
-                signature_text(&h.signature())
+                signature_string(&h.signature())
             )
         },
     ))
@@ -574,7 +585,7 @@ impl Serialize for ReportJson<'_> {
         )?;
         out.serialize_field(
             "hypervisor",
-            &hypervisor.map(|h| signature_text(&h.signature()).as_str().to_owned()),
+            &hypervisor.map(|h| signature_string(&h.signature())),
         )?;
         out.serialize_field("hypervisor_name", &hypervisor.map(|h| h.name()))?;
         out.serialize_field("capabilities", &sorted_names(report.capabilities()))?;
@@ -689,9 +700,7 @@ impl CpuJson {
             vmx: features.map(|f| f.vmx()),
             smx: features.map(|f| f.smx()),
             hypervisor_present: features.map(|f| f.hypervisor_present()),
-            hypervisor: r
-                .hypervisor()
-                .map(|h| signature_text(&h.signature()).as_str().to_owned()),
+            hypervisor: r.hypervisor().map(|h| signature_string(&h.signature())),
             svm: identity.map(|i| i.svm),
             physical_address_width: identity.map(|i| i.physical_address_width),
             feature_control,

@@ -267,6 +267,34 @@ fn the_vendor_is_the_12_character_string_its_controls_escaped() {
 }
 
 #[test]
+fn a_hypervisor_signature_is_escaped_not_replaced() {
+    // CPUID.1:ECX bit 31 set and leaf 0x4000_0000 answering ESC "[2JABCDEFGH".
+    let mut dump: Value = serde_json::from_str(&ready()).unwrap();
+    for cpu in dump["cpus"].as_array_mut().unwrap() {
+        let leaves = cpu["cpuid"].as_array_mut().unwrap();
+        for leaf in leaves.iter_mut() {
+            if leaf["leaf"] == "0x1" {
+                let ecx = u32::from_str_radix(&leaf["ecx"].as_str().unwrap()[2..], 16).unwrap();
+                leaf["ecx"] = format!("{:#x}", ecx | 1 << 31).into();
+            }
+        }
+        leaves.push(serde_json::json!({"leaf": "0x40000000", "subleaf": "0x0",
+            "eax": "0x40000001", "ebx": "0x4a325b1b", "ecx": "0x44434241", "edx": "0x48474645"}));
+    }
+    let text = replay(dump.to_string().as_bytes(), "signature-escape.json", false);
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(text.contains(r#"signature "\u{1b}[2JABCDEFGH""#), "{text}");
+    let json = replay(
+        dump.to_string().as_bytes(),
+        "signature-escape-json.json",
+        true,
+    );
+    let report: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(report["hypervisor"], "\u{1b}[2JABCDEFGH");
+    assert_eq!(report["cpus"][0]["hypervisor"], "\u{1b}[2JABCDEFGH");
+}
+
+#[test]
 fn file_names_are_escaped_in_errors() {
     let output = run(&["--replay", "/nonexistent/\x1b[2Jdump.json"]);
     assert_eq!(output.status.code(), Some(65));
