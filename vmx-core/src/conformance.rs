@@ -172,7 +172,9 @@ impl VmxCapabilities {
     /// Every rule of Appendix A that these MSRs break, checked on the MSRs
     /// that were read (one not read is not judged).
     pub fn nonconformances(&self) -> impl Iterator<Item = Nonconformance> {
-        let mut found: [Option<Nonconformance>; 24] = [None; 24];
+        // At most 26 breaks can occur at once (the test that breaks every
+        // rule counts them); room for all, so that none is dropped.
+        let mut found: [Option<Nonconformance>; 32] = [None; 32];
         let mut n = 0;
         let mut push = |item: Nonconformance| {
             if n < found.len() {
@@ -373,6 +375,32 @@ mod tests {
             text.contains("IA32_VMX_EPT_VPID_CAP") && text.contains("0x8000000000"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn every_break_is_reported_even_when_all_rules_break_at_once() {
+        // Each MSR breaks every rule it can: 26 breaks in all.
+        let answer = |m: u32| {
+            Some(match m {
+                0x480 => 0x00d8_1000_0000_002b | (1 << 46),
+                // Requires bit 8 (not allowed) and none of its default1.
+                0x481 | 0x483 | 0x484 => 0x100,
+                // The same, allowing only "activate secondary controls".
+                0x482 => 0x8000_0000_0000_0100,
+                0x485 => 0x81ff_0000,
+                0x486 | 0x488 => 1,
+                0x487 | 0x489 => 0,
+                0x48a => 1,
+                // Requires bit 0, allows only EPT and unrestricted guest.
+                0x48b => 0x0000_0082_0000_0001,
+                0x48c => 1 << 39,
+                // TRUE controls requiring bit 9, not allowed either.
+                0x48d..=0x490 => 0x200,
+                _ => return None,
+            })
+        };
+        let found: Vec<_> = caps(answer).nonconformances().collect();
+        assert_eq!(found.len(), 26, "{found:?}");
     }
 
     #[test]
