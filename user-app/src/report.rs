@@ -464,11 +464,17 @@ impl MachineReport {
         }
         for row in std::iter::once(&header).chain(&rows) {
             let mut line = String::new();
+            // Padded by hand: a format width (`{cell:>w$}`) may be at most
+            // 65535, which a hostile dump's processor list exceeds.
             for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
+                let pad = " ".repeat(w.saturating_sub(cell.len()));
                 if i == 0 {
-                    let _ = write!(line, "{cell:>w$}");
+                    line.push_str(&pad);
+                    line.push_str(cell);
                 } else {
-                    let _ = write!(line, "  {cell:<w$}");
+                    line.push_str("  ");
+                    line.push_str(cell);
+                    line.push_str(&pad);
                 }
             }
             let _ = writeln!(out, "{}", line.trim_end());
@@ -811,6 +817,45 @@ mod tests {
                 u32::from(c)
             );
         }
+    }
+
+    #[test]
+    fn a_cpu_list_wider_than_any_format_width_is_laid_out() {
+        // Alternating verdicts over 24000 processors numbered from 100000:
+        // each row's processor list is over 65535 characters, the most a
+        // format width may be (`{cell:>w$}` panicked).
+        use crate::dump::{CpuDump, Dump};
+        use vmx_core::CpuidResult;
+        let r = |eax, ebx, ecx, edx| CpuidResult { eax, ebx, ecx, edx };
+        let cpus = (0..24_000u32)
+            .map(|i| {
+                let mut d = CpuDump::new(100_000 + i);
+                d.cpuid
+                    .insert((0, 0), r(0x16, 0x756e_6547, 0x6c65_746e, 0x4965_6e69));
+                d.cpuid
+                    .insert((1, 0), r(0x50654, 0, 0x77fa_f3bf, 0xbfeb_fbff));
+                d.msrs
+                    .insert(0x3a, Some(if i % 2 == 0 { 0x1 } else { 0x0 }));
+                d
+            })
+            .collect();
+        let dump = Dump {
+            source: String::new(),
+            linux: None,
+            cpus,
+        };
+        let text = crate::diagnose_dump(&dump).to_text();
+        let row = text
+            .lines()
+            .skip_while(|l| !l.trim_start().starts_with("cpu  verdict"))
+            .find(|l| l.starts_with("100000,100002,"))
+            .unwrap();
+        assert!(row.len() > 1 << 16, "{}", row.len());
+        assert!(
+            row.ends_with("  disabled-by-firmware  yes  no   0x1 (disabled-by-firmware)  unknown"),
+            "{}",
+            &row[row.len() - 80..]
+        );
     }
 
     #[test]
