@@ -731,7 +731,9 @@ fn field_at(out: &mut String, column: usize, name: &str, value: &str) {
     let name = escape_controls(name);
     let value = escape_controls(value);
     let indent = column.max(name.len() + 1);
-    let mut line = format!("{name:<indent$}");
+    // Padded by hand: a format width may be at most 65535, which a long
+    // processor list in the name ("  processors … only") exceeds.
+    let mut line = format!("{name}{}", " ".repeat(indent - name.len()));
     let mut empty = true;
     for word in value.split(' ').filter(|w| !w.is_empty()) {
         if !empty && line.len() + 1 + word.len() > WIDTH {
@@ -856,6 +858,21 @@ mod tests {
             "{}",
             &row[row.len() - 80..]
         );
+    }
+
+    #[test]
+    fn a_field_name_wider_than_any_format_width_is_laid_out() {
+        // "  processors … only" over 65535 characters (a format width's
+        // limit: `{name:<indent$}` panicked).
+        let name = "1,".repeat(40_000);
+        let mut out = String::new();
+        field(&mut out, &name, "ept vpid");
+        assert!(
+            out.starts_with(&std::format!("{name} ept")),
+            "{}",
+            &out[..40]
+        );
+        assert!(out.trim_end().ends_with("vpid"));
     }
 
     #[test]
