@@ -38,9 +38,7 @@ fn check(data: &[u8]) {
 /// and the Linux facts chosen by the input's first bytes; the flags lines
 /// and the source are the rest of the input).
 fn with_linux_keys(data: &[u8]) -> Option<Vec<u8>> {
-    let (&[choice, fc, cr4], rest) = data.split_first_chunk::<3>()? else {
-        return None;
-    };
+    let (&[choice, fc, cr4], rest) = data.split_first_chunk::<3>()?;
     let text = String::from_utf8_lossy(rest);
     let mut parts = text.splitn(3, '|');
     let (flags, vmx_flags, source) = (parts.next()?, parts.next(), parts.next());

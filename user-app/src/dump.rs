@@ -32,6 +32,7 @@
 //! A dump holds raw values only: decoding is vmx-core's, so a replay
 //! ([`crate::replay`]) diagnoses exactly as the live run did.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -169,6 +170,16 @@ impl fmt::Display for DumpError {
 
 impl std::error::Error for DumpError {}
 
+/// At most the first 40 characters of `text` and its length, for quoting
+/// in an error: a hostile dump's key or value may be megabytes long.
+fn clip(text: &str) -> Cow<'_, str> {
+    const SHOWN: usize = 40;
+    match text.char_indices().nth(SHOWN) {
+        None => Cow::Borrowed(text),
+        Some((end, _)) => Cow::Owned(format!("{}… ({} bytes)", &text[..end], text.len())),
+    }
+}
+
 fn error(path: &str, message: impl Into<String>) -> DumpError {
     DumpError {
         path: path.to_owned(),
@@ -217,10 +228,10 @@ impl fmt::Display for At<'_> {
         match self {
             At::Root => f.write_str("$"),
             At::Key(At::Root, key) => f.write_str(key),
-            At::Quoted(At::Root, key) => write!(f, "{key:?}"),
+            At::Quoted(At::Root, key) => write!(f, "{:?}", clip(key)),
             At::Index(At::Root, i) => write!(f, "[{i}]"),
             At::Key(parent, key) => write!(f, "{parent}.{key}"),
-            At::Quoted(parent, key) => write!(f, "{parent}.{key:?}"),
+            At::Quoted(parent, key) => write!(f, "{parent}.{:?}", clip(key)),
             At::Index(parent, i) => write!(f, "{parent}[{i}]"),
         }
     }
@@ -230,7 +241,8 @@ fn hex(value: &Value, at: &At<'_>) -> Result<u64, DumpError> {
     let text = value.as_str().ok_or_else(|| at.error("not a hex string"))?;
     parse_hex(text).ok_or_else(|| {
         at.error(format!(
-            "not a hex string \"0x…\" of at most 64 bits: {text:?}"
+            "not a hex string \"0x…\" of at most 64 bits: {:?}",
+            clip(text)
         ))
     })
 }
@@ -272,14 +284,15 @@ fn render(steps: &[Step]) -> String {
                 if !path.is_empty() {
                     path.push('.');
                 }
-                let bare = key.starts_with(|c: char| c.is_ascii_lowercase())
+                let bare = key.len() <= 40
+                    && key.starts_with(|c: char| c.is_ascii_lowercase())
                     && key
                         .bytes()
                         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
                 if bare {
                     path.push_str(key);
                 } else {
-                    path.push_str(&format!("{key:?}"));
+                    path.push_str(&format!("{:?}", clip(key)));
                 }
             }
         }
@@ -599,7 +612,8 @@ fn parse_host_linux(value: &Value) -> Result<HostLinux, DumpError> {
         None => None,
         Some(name) => Some(KvmIntel::from_name(&name).ok_or_else(|| {
             at.key("kvm_intel").error(format!(
-                "must be \"loaded\" or \"not-loaded\", not {name:?}"
+                "must be \"loaded\" or \"not-loaded\", not {:?}",
+                clip(&name)
             ))
         })?),
     };
@@ -846,6 +860,33 @@ mod tests {
             .replace(r#""cpu": 0"#, r#""cpu": "0x3", "note": [1, 2]"#)
             .replace(r#""source""#, r#""extra": {}, "source""#);
         assert_eq!(Dump::parse(text.as_bytes()).unwrap().cpus[0].cpu, 3);
+    }
+
+    #[test]
+    fn errors_quote_at_most_the_start_of_a_long_text() {
+        // A hostile dump must not turn its error into megabytes on stderr.
+        let long = "Z".repeat(1 << 20);
+        let lower = "k".repeat(1 << 20);
+        for text in [
+            EXAMPLE.replace(r#""0x3a": "0x5""#, &format!(r#""0x3a": "0x{long}""#)),
+            EXAMPLE.replace(r#""0x3a": "0x5""#, &format!(r#""0x{long}": "0x5""#)),
+            EXAMPLE.replace(
+                r#""source""#,
+                &format!(r#""{long}": 1, "{long}": 2, "source""#),
+            ),
+            EXAMPLE.replace(
+                r#""source""#,
+                &format!(r#""{lower}": 1, "{lower}": 2, "source""#),
+            ),
+            EXAMPLE.replace(
+                r#""source""#,
+                &format!(r#""linux": {{"kvm_intel": "{long}"}}, "source""#),
+            ),
+        ] {
+            let e = err(&text);
+            assert!(e.len() < 512, "{} bytes: {}", e.len(), &e[..512]);
+            assert!(e.contains("ZZZZ") || e.contains("kkkk"), "{e}");
+        }
     }
 
     #[test]

@@ -118,6 +118,9 @@ pub fn diagnose_machine(machine: &mut dyn Machine) -> anyhow::Result<(MachineRep
             .context("no processor could be observed"));
     }
     let mut notes = machine.notes();
+    // The dump says so too: a replay must not show fewer processors
+    // silently.
+    let mut lacking = String::new();
     if !unreached.is_empty() {
         let why = first_error.map_or_else(String::new, |e| format!(" ({e:#})"));
         notes.push(format!(
@@ -127,10 +130,17 @@ pub fn diagnose_machine(machine: &mut dyn Machine) -> anyhow::Result<(MachineRep
             unreached.len() + captured.len(),
             cpu_list(&unreached)
         ));
+        lacking = format!(
+            "; online processors not reached, so not in this dump: {}",
+            cpu_list(&unreached)
+        );
     }
     let source = machine.source();
     let dump = Dump {
-        source: format!("vmx-check {} dump, {source}", env!("CARGO_PKG_VERSION")),
+        source: format!(
+            "vmx-check {} dump, {source}{lacking}",
+            env!("CARGO_PKG_VERSION")
+        ),
         linux: machine.host_linux(),
         cpus: captured,
     };

@@ -11,7 +11,6 @@ use std::hash::Hash;
 use serde::Serialize;
 use serde::ser::{SerializeStruct, Serializer};
 use serde_json::Value;
-use vmx_core::cpuid::signature_text;
 use vmx_core::diagnosis::FeatureControlReading;
 use vmx_core::feature_control::FeatureControlFlags;
 use vmx_core::linux_facts::Refined;
@@ -57,12 +56,18 @@ impl CpuReport {
         self.refined.capabilities
     }
 
+    /// The 12-character vendor string, every byte kept (Zhaoxin's
+    /// `"  Shanghai  "` ends in spaces) as the character of that value, so
+    /// that a control byte is escaped where it is shown, not replaced.
     fn vendor(&self) -> Option<String> {
         let identity = self.report.identity?;
         Some(
-            signature_text(&identity.vendor.signature())
-                .as_str()
-                .to_owned(),
+            identity
+                .vendor
+                .signature()
+                .iter()
+                .map(|&b| char::from(b))
+                .collect(),
         )
     }
 
@@ -112,7 +117,10 @@ fn sorted_names(caps: Capabilities) -> Vec<&'static str> {
 pub fn escape_controls(text: &str) -> Cow<'_, str> {
     let bad = |c: char| {
         c.is_control()
-            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+            || matches!(
+                c,
+                '\u{61c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
+            )
     };
     if !text.chars().any(bad) {
         return Cow::Borrowed(text);
@@ -456,11 +464,17 @@ impl MachineReport {
         }
         for row in std::iter::once(&header).chain(&rows) {
             let mut line = String::new();
+            // Padded by hand: a format width (`{cell:>w$}`) may be at most
+            // 65535, which a hostile dump's processor list exceeds.
             for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
+                let pad = " ".repeat(w.saturating_sub(cell.len()));
                 if i == 0 {
-                    let _ = write!(line, "{cell:>w$}");
+                    line.push_str(&pad);
+                    line.push_str(cell);
                 } else {
-                    let _ = write!(line, "  {cell:<w$}");
+                    line.push_str("  ");
+                    line.push_str(cell);
+                    line.push_str(&pad);
                 }
             }
             let _ = writeln!(out, "{}", line.trim_end());
@@ -485,6 +499,18 @@ impl MachineReport {
     }
 }
 
+/// A hypervisor signature as text: trailing NULs and spaces trimmed, every
+/// other byte kept as the character of that value, so that a control byte
+/// is escaped where it is shown (text: `\u{1b}`; JSON: as JSON does)
+/// rather than replaced.
+fn signature_string(signature: &[u8]) -> String {
+    let end = signature
+        .iter()
+        .rposition(|&b| b != 0 && b != b' ')
+        .map_or(0, |i| i + 1);
+    signature[..end].iter().map(|&b| char::from(b)).collect()
+}
+
 fn hypervisor_text(c: &CpuReport) -> Option<String> {
     let identity = c.report.identity?;
     Some(identity.hypervisor.map_or_else(
@@ -499,7 +525,7 @@ fn hypervisor_text(c: &CpuReport) -> Option<String> {
             format!(
                 "{}, signature \"{}\"",
                 h.name(),
-                signature_text(&h.signature())
+                signature_string(&h.signature())
             )
         },
     ))
@@ -565,7 +591,7 @@ impl Serialize for ReportJson<'_> {
         )?;
         out.serialize_field(
             "hypervisor",
-            &hypervisor.map(|h| signature_text(&h.signature()).as_str().to_owned()),
+            &hypervisor.map(|h| signature_string(&h.signature())),
         )?;
         out.serialize_field("hypervisor_name", &hypervisor.map(|h| h.name()))?;
         out.serialize_field("capabilities", &sorted_names(report.capabilities()))?;
@@ -680,9 +706,7 @@ impl CpuJson {
             vmx: features.map(|f| f.vmx()),
             smx: features.map(|f| f.smx()),
             hypervisor_present: features.map(|f| f.hypervisor_present()),
-            hypervisor: r
-                .hypervisor()
-                .map(|h| signature_text(&h.signature()).as_str().to_owned()),
+            hypervisor: r.hypervisor().map(|h| signature_string(&h.signature())),
             svm: identity.map(|i| i.svm),
             physical_address_width: identity.map(|i| i.physical_address_width),
             feature_control,
@@ -707,7 +731,9 @@ fn field_at(out: &mut String, column: usize, name: &str, value: &str) {
     let name = escape_controls(name);
     let value = escape_controls(value);
     let indent = column.max(name.len() + 1);
-    let mut line = format!("{name:<indent$}");
+    // Padded by hand: a format width may be at most 65535, which a long
+    // processor list in the name ("  processors … only") exceeds.
+    let mut line = format!("{name}{}", " ".repeat(indent - name.len()));
     let mut empty = true;
     for word in value.split(' ').filter(|w| !w.is_empty()) {
         if !empty && line.len() + 1 + word.len() > WIDTH {
@@ -773,6 +799,80 @@ mod tests {
         let mut out = String::new();
         field(&mut out, "source\u{1b}", "x\u{1b}[H\ny");
         assert_eq!(out, "source\\u{1b}   x\\u{1b}[H\\ny\n");
+    }
+
+    #[test]
+    fn every_bidirectional_control_is_escaped() {
+        // Unicode's Bidi_Control property: U+061C, U+200E, U+200F,
+        // U+202A..=U+202E, U+2066..=U+2069.
+        let controls = ['\u{61c}', '\u{200e}', '\u{200f}']
+            .into_iter()
+            .chain('\u{202a}'..='\u{202e}')
+            .chain('\u{2066}'..='\u{2069}');
+        for c in controls {
+            let text = std::format!("a{c}b");
+            let escaped = escape_controls(&text);
+            assert_eq!(
+                escaped,
+                std::format!("a\\u{{{:x}}}b", u32::from(c)),
+                "U+{:04X}",
+                u32::from(c)
+            );
+        }
+    }
+
+    #[test]
+    fn a_cpu_list_wider_than_any_format_width_is_laid_out() {
+        // Alternating verdicts over 24000 processors numbered from 100000:
+        // each row's processor list is over 65535 characters, the most a
+        // format width may be (`{cell:>w$}` panicked).
+        use crate::dump::{CpuDump, Dump};
+        use vmx_core::CpuidResult;
+        let r = |eax, ebx, ecx, edx| CpuidResult { eax, ebx, ecx, edx };
+        let cpus = (0..24_000u32)
+            .map(|i| {
+                let mut d = CpuDump::new(100_000 + i);
+                d.cpuid
+                    .insert((0, 0), r(0x16, 0x756e_6547, 0x6c65_746e, 0x4965_6e69));
+                d.cpuid
+                    .insert((1, 0), r(0x50654, 0, 0x77fa_f3bf, 0xbfeb_fbff));
+                d.msrs
+                    .insert(0x3a, Some(if i % 2 == 0 { 0x1 } else { 0x0 }));
+                d
+            })
+            .collect();
+        let dump = Dump {
+            source: String::new(),
+            linux: None,
+            cpus,
+        };
+        let text = crate::diagnose_dump(&dump).to_text();
+        let row = text
+            .lines()
+            .skip_while(|l| !l.trim_start().starts_with("cpu  verdict"))
+            .find(|l| l.starts_with("100000,100002,"))
+            .unwrap();
+        assert!(row.len() > 1 << 16, "{}", row.len());
+        assert!(
+            row.ends_with("  disabled-by-firmware  yes  no   0x1 (disabled-by-firmware)  unknown"),
+            "{}",
+            &row[row.len() - 80..]
+        );
+    }
+
+    #[test]
+    fn a_field_name_wider_than_any_format_width_is_laid_out() {
+        // "  processors … only" over 65535 characters (a format width's
+        // limit: `{name:<indent$}` panicked).
+        let name = "1,".repeat(40_000);
+        let mut out = String::new();
+        field(&mut out, &name, "ept vpid");
+        assert!(
+            out.starts_with(&std::format!("{name} ept")),
+            "{}",
+            &out[..40]
+        );
+        assert!(out.trim_end().ends_with("vpid"));
     }
 
     #[test]

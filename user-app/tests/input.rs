@@ -225,6 +225,75 @@ fn control_characters_from_a_dump_are_escaped_in_json_as_json_does() {
     assert!(report["source"].as_str().unwrap().contains("\u{1b}[2J"));
 }
 
+/// The ready fixture with CPUID leaf 0's vendor bytes replaced.
+fn with_vendor(vendor: &[u8; 12]) -> String {
+    let le = |b: &[u8]| format!("{:#x}", u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let mut dump: Value = serde_json::from_str(&ready()).unwrap();
+    for cpu in dump["cpus"].as_array_mut().unwrap() {
+        for leaf in cpu["cpuid"].as_array_mut().unwrap() {
+            if leaf["leaf"] == "0x0" {
+                leaf["ebx"] = le(&vendor[0..4]).into();
+                leaf["edx"] = le(&vendor[4..8]).into();
+                leaf["ecx"] = le(&vendor[8..12]).into();
+            }
+        }
+    }
+    dump.to_string()
+}
+
+#[test]
+fn the_vendor_is_the_12_character_string_its_controls_escaped() {
+    // Zhaoxin's vendor ends in spaces: the JSON keeps all 12 characters.
+    let output = replay(
+        with_vendor(b"  Shanghai  ").as_bytes(),
+        "zhaoxin.json",
+        true,
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["vendor"], "  Shanghai  ");
+    assert_eq!(report["cpus"][0]["vendor"], "  Shanghai  ");
+    // A control character in the vendor is escaped, not replaced: in
+    // text as `\u{1b}`, in JSON as JSON does.
+    let hostile = with_vendor(b"\x1b[2JIntel\x07 x");
+    let text = replay(hostile.as_bytes(), "vendor-escape.json", false);
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(
+        text.contains(r"vendor         \u{1b}[2JIntel\u{7} x"),
+        "{text}"
+    );
+    let json = replay(hostile.as_bytes(), "vendor-escape-json.json", true);
+    let report: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(report["cpus"][0]["vendor"], "\u{1b}[2JIntel\u{7} x");
+}
+
+#[test]
+fn a_hypervisor_signature_is_escaped_not_replaced() {
+    // CPUID.1:ECX bit 31 set and leaf 0x4000_0000 answering ESC "[2JABCDEFGH".
+    let mut dump: Value = serde_json::from_str(&ready()).unwrap();
+    for cpu in dump["cpus"].as_array_mut().unwrap() {
+        let leaves = cpu["cpuid"].as_array_mut().unwrap();
+        for leaf in leaves.iter_mut() {
+            if leaf["leaf"] == "0x1" {
+                let ecx = u32::from_str_radix(&leaf["ecx"].as_str().unwrap()[2..], 16).unwrap();
+                leaf["ecx"] = format!("{:#x}", ecx | 1 << 31).into();
+            }
+        }
+        leaves.push(serde_json::json!({"leaf": "0x40000000", "subleaf": "0x0",
+            "eax": "0x40000001", "ebx": "0x4a325b1b", "ecx": "0x44434241", "edx": "0x48474645"}));
+    }
+    let text = replay(dump.to_string().as_bytes(), "signature-escape.json", false);
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(text.contains(r#"signature "\u{1b}[2JABCDEFGH""#), "{text}");
+    let json = replay(
+        dump.to_string().as_bytes(),
+        "signature-escape-json.json",
+        true,
+    );
+    let report: Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(report["hypervisor"], "\u{1b}[2JABCDEFGH");
+    assert_eq!(report["cpus"][0]["hypervisor"], "\u{1b}[2JABCDEFGH");
+}
+
 #[test]
 fn file_names_are_escaped_in_errors() {
     let output = run(&["--replay", "/nonexistent/\x1b[2Jdump.json"]);

@@ -199,6 +199,20 @@ fn the_json_report_always_has_its_documented_keys() {
         "vmx_inside_smx",
         "vmx_outside_smx",
     ];
+    // The README and the book list the same per-processor keys, in order.
+    for doc in ["../README.md", "../docs/src/checker.md"] {
+        let text = std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(doc))
+            .unwrap()
+            .replace('\n', " ");
+        let start = text.find("per processor `\"cpu\"`").unwrap() + "per processor ".len();
+        let end = start + text[start..].find("Raw register values").unwrap();
+        let listed: Vec<&str> = text[start..end]
+            .split('`')
+            .filter(|w| w.starts_with('"') && w.ends_with('"') && w.len() > 2)
+            .map(|w| w.trim_matches('"'))
+            .collect();
+        assert_eq!(listed, CPU, "{doc}");
+    }
     for file in [
         "skylake-x-ready.json",
         "kvm-epyc-guest.json",

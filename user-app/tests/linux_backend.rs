@@ -207,6 +207,23 @@ fn online_processors_are_checked_and_unreachable_ones_named() {
 }
 
 #[test]
+fn a_dump_says_which_online_processors_it_lacks() {
+    // A replay must not show fewer processors silently: the dump itself
+    // says which online ones were not reached.
+    let paths = machine_files("facts-unreachable-dump", "0,1000", false, "");
+    let mut machine = LinuxMachine::with_paths(paths);
+    let (_, dump) = user_app::diagnose_machine(&mut machine).unwrap();
+    let replayed = user_app::diagnose_dump(&Dump::parse(dump.to_json().as_bytes()).unwrap());
+    let text = replayed.to_text();
+    assert!(
+        dump.source.contains("not reached") && dump.source.contains("1000"),
+        "{}",
+        dump.source
+    );
+    assert!(text.contains("1000"), "{text}");
+}
+
+#[test]
 fn cpu_lists_parse_as_the_kernel_writes_them() {
     assert_eq!(
         parse_cpu_list("0-3,5,7-8\n"),

@@ -162,15 +162,19 @@ pub enum Error {
     /// IA-32e mode is a #GP; clearing PKE, OSXSAVE, SMEP or SMAP breaks or
     /// weakens the running OS).
     #[error(
-        "{register}.{name} (bit {bit}) is set in {register} = {value:#x}, but IA32_VMX_{register}_FIXED1 = {fixed1:#x} requires it to be 0 in VMX operation; vmx-core does not clear a bit the running system depends on",
-        name = crate::fixed_bits::bit_name(*register, *bit)
+        "{register}.{name} (bit {bit}) {state} {register} = {value:#x}, but IA32_VMX_{register}_FIXED1 = {fixed1:#x} requires it to be 0 in VMX operation; {consequence}",
+        name = crate::fixed_bits::bit_name(*register, *bit),
+        state = if *value >> *bit & 1 == 1 { "is set in" } else { "is needed by VMX operation and clear in" },
+        consequence = if *value >> *bit & 1 == 1 { "vmx-core does not clear a bit the running system depends on" } else { "VMXON cannot run with these fixed bits" },
     )]
     FixedBitForbidden {
         /// The register.
         register: ControlRegister,
-        /// The lowest such bit.
+        /// The lowest such bit: one the running system set, or one VMX
+        /// operation needs (CR4.VMXE) that is clear in `value`.
         bit: u8,
-        /// The register's value (VMXE included for CR4).
+        /// The register's value as read (without the VMXE that entering
+        /// adds).
         value: u64,
         /// IA32_VMX_CRn_FIXED1 as read.
         fixed1: u64,

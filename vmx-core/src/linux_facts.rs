@@ -232,7 +232,11 @@ pub fn refine(report: &ProcessorReport, facts: &LinuxFacts<'_>) -> Refined {
         return refined;
     }
     if loaded {
-        refined.notes |= LinuxNotes::KVM_HOLDS_VMX_WHILE_A_VM_RUNS;
+        // Only what the note says: with enable_virt_at_load=Y, KVM holds
+        // VMX from its loading on (decided above when CR4 is unknown).
+        if !facts.kvm_enabled_at_load() {
+            refined.notes |= LinuxNotes::KVM_HOLDS_VMX_WHILE_A_VM_RUNS;
+        }
         if msrs_not_read && report.verdict == Verdict::Undetermined {
             refined.notes |= LinuxNotes::KVM_LOADED_MSRS_NOT_READ;
         }
@@ -428,6 +432,12 @@ mod tests {
             cr4: Some(0x20),
         });
         assert_eq!(refine(&ring0, &facts).verdict, Verdict::Ready);
+        // And no note may then say enable_virt_at_load is not Y.
+        let notes = refine(&ring0, &facts).notes;
+        assert!(
+            !notes.contains(LinuxNotes::KVM_HOLDS_VMX_WHILE_A_VM_RUNS),
+            "{notes:?}"
+        );
     }
 
     #[test]

@@ -460,6 +460,35 @@ mod tests {
     }
 
     #[test]
+    fn a_forbidden_vmxe_is_not_said_to_be_set() {
+        // CR4 = 0x20 lacks VMXE: the refusal must not claim the running
+        // system set it, nor that vmx-core keeps it for the system's sake.
+        let readings = Readings {
+            cr4_fixed: [MsrRead::Value(0), MsrRead::Value(0x0037_07ff)],
+            ..skylake()
+        };
+        let Decision::Refuse(error) = decide(&readings) else {
+            panic!("{:?}", decide(&readings));
+        };
+        let text = std::format!("{error}");
+        assert!(text.contains("CR4.VMXE (bit 13)"), "{text}");
+        assert!(text.contains("CR4 = 0x20"), "{text}");
+        assert!(!text.contains("is set in"), "{text}");
+        assert!(!text.contains("running system depends on"), "{text}");
+        // A bit the running system did set keeps its wording.
+        let pke = Readings {
+            cr4: Some(0x40_0020),
+            ..skylake()
+        };
+        let Decision::Refuse(error) = decide(&pke) else {
+            panic!("{:?}", decide(&pke));
+        };
+        let text = std::format!("{error}");
+        assert!(text.contains("is set in CR4 = 0x400020"), "{text}");
+        assert!(text.contains("running system depends on"), "{text}");
+    }
+
+    #[test]
     fn only_amd_v_vendors_are_refused_by_vendor() {
         for vendor in [b"AuthenticAMD", b"HygonGenuine"] {
             let readings = Readings {
