@@ -128,6 +128,16 @@ pub enum Error {
         /// IA32_VMX_BASIC as read.
         basic: u64,
     },
+    /// CPUID reports a physical-address width in which no 4 KiB-aligned
+    /// region fits but the one at address 0 (VMXON's operand must be
+    /// aligned and within the width).
+    #[error(
+        "CPUID.80000008H:EAX[7:0] reports a {width}-bit physical-address width: no 4 KiB-aligned VMXON region above address 0 fits in it"
+    )]
+    AddressWidthTooSmall {
+        /// The width CPUID reports.
+        width: u8,
+    },
     /// The VMXON region is not 4 KiB aligned.
     #[error("the VMXON region at {physical_address:#x} is not 4 KiB aligned")]
     RegionMisaligned {

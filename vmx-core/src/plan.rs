@@ -15,7 +15,8 @@
 //!    without VMX outside SMX operation is refused; unlocked is fine (it is
 //!    locked with VMX enabled on the way in).
 //! 3. CR4.VMXE already set: another hypervisor owns VMX.
-//! 4. The processor's own report: IA32_FEATURE_CONTROL, IA32_VMX_BASIC and
+//! 4. The processor's own report: a physical-address width with room for a
+//!    4 KiB-aligned region above address 0; IA32_FEATURE_CONTROL, IA32_VMX_BASIC and
 //!    the fixed-bit MSRs must be readable; IA32_VMX_BASIC must describe a
 //!    region vmx-core can provide (size in 1..=4096, write-back, bit 31
 //!    clear); the fixed bits must be satisfiable; and no CR0 or CR4 bit
@@ -207,6 +208,13 @@ pub fn decide(readings: &Readings) -> Decision {
     }
     if let Some(cr4) = readings.cr4.filter(|cr4| cr4 & CR4_VMXE != 0) {
         return Refuse(Error::InUse { cr4 });
+    }
+    // A VMXON region is a 4 KiB-aligned page below 2^width: with 12 bits
+    // or fewer only address 0 would do ("VMXON Region").
+    if identity.physical_address_width <= 12 {
+        return Refuse(Error::AddressWidthTooSmall {
+            width: identity.physical_address_width,
+        });
     }
     match unusable(readings) {
         Err(error) => Refuse(error),
@@ -556,6 +564,22 @@ mod tests {
             faulted(|r| r.cr0_fixed = [MsrRead::Value(1), MsrRead::Value(0)]),
             Decision::Refuse(Error::FixedBitsUnsatisfiable { .. })
         ));
+    }
+
+    #[test]
+    fn a_physical_address_width_without_room_for_a_region_is_refused() {
+        let mut narrow = skylake();
+        if let Some(identity) = narrow.identity.as_mut() {
+            identity.physical_address_width = 12;
+        }
+        assert_eq!(
+            decide(&narrow),
+            Decision::Refuse(Error::AddressWidthTooSmall { width: 12 })
+        );
+        if let Some(identity) = narrow.identity.as_mut() {
+            identity.physical_address_width = 13;
+        }
+        assert!(matches!(decide(&narrow), Decision::Enter(_)));
     }
 
     #[test]

@@ -45,6 +45,7 @@
 //! | 30 | `VmcsFieldFailed` | field encoding \| write << 32 | outcome: 1 VMfailInvalid, 2 VMfailValid | VM-instruction error number |
 //! | 31 | `VmcsFieldFaulted` | field encoding \| write << 32 | exception vector | |
 //! | 32 | `EntryFaulted` | 1 for VMRESUME, 0 for VMLAUNCH | exception vector | |
+//! | 33 | `AddressWidthTooSmall` | width | | |
 //! | 0xFFFF_FFFF | an error this protocol version does not know | | | |
 //!
 //! An instruction is `kind << 32 | msr` with kind 0 RDMSR, 1 WRMSR,
@@ -233,6 +234,7 @@ impl WireError {
                 [pack_register(register) << 8 | u64::from(bit), value, fixed1],
             ),
             Error::VmcsMisaligned { physical_address } => (25, [physical_address, 0, 0]),
+            Error::AddressWidthTooSmall { width } => (33, [u64::from(width), 0, 0]),
             Error::VmcsBeyondAddressWidth {
                 physical_address,
                 width,
@@ -384,6 +386,9 @@ impl WireError {
                 value: b,
                 fixed1: c,
             },
+            33 if unused(&[b, c]) => Error::AddressWidthTooSmall {
+                width: unpack_u8(a)?,
+            },
             25 if unused(&[b, c]) => Error::VmcsMisaligned {
                 physical_address: a,
             },
@@ -511,7 +516,7 @@ mod tests {
     use super::*;
 
     /// One error of every variant, with values that use every detail word.
-    fn every_error() -> [Error; 44] {
+    fn every_error() -> [Error; 45] {
         [
             Error::NotIntel {
                 vendor: Vendor::Amd,
@@ -661,6 +666,7 @@ mod tests {
                 resume: true,
                 fault: Fault::InvalidOpcode,
             },
+            Error::AddressWidthTooSmall { width: 12 },
         ]
     }
 
@@ -689,7 +695,7 @@ mod tests {
             codes,
             [
                 1, 1, 2, 2, 2, 2, 3, 4, 5, 6, 7, 7, 7, 8, 9, 10, 11, 12, 12, 13, 14, 15, 16, 17,
-                18, 19, 20, 21, 22, 23, 23, 24, 24, 24, 15, 25, 26, 27, 28, 29, 30, 30, 31, 32
+                18, 19, 20, 21, 22, 23, 23, 24, 24, 24, 15, 25, 26, 27, 28, 29, 30, 30, 31, 32, 33
             ]
         );
     }
@@ -717,7 +723,7 @@ mod tests {
                 detail: [0; 3],
             },
             WireError {
-                code: 33,
+                code: 34,
                 detail: [0; 3],
             },
             // Unused detail word set.
@@ -758,7 +764,7 @@ mod tests {
             let text = std::format!("{wire}");
             assert!(!text.is_empty());
         }
-        assert!(std::format!("{}", cases[2]).contains("0x21"));
+        assert!(std::format!("{}", cases[2]).contains("0x22"));
     }
 
     #[test]

@@ -538,6 +538,9 @@ fn random_cpu(random: &mut Random) -> SimCpu {
     ]);
     cpu.vmx = random.chance(7);
     cpu.smx = random.chance(4);
+    // A (broken) hypervisor may report a physical-address width too small
+    // for any 4 KiB-aligned region but address 0.
+    cpu.physical_address_width = random.pick(&[39, 39, 39, 39, 46, 13, 12, 8]);
     cpu.feature_control = random.pick(&[0x5, 0x5, 0x7, 0x0, 0x4, 0x1, 0x3, 0x14_0000, 0x10_0005]);
     cpu.basic = random.pick(&[
         sim::BASIC,
