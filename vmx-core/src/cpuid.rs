@@ -354,6 +354,14 @@ impl CpuIdentity {
         self.features.is_some_and(FeatureInfo::vmx)
     }
 
+    /// Whether CPUID leaves VMX possible: leaf 1 ECX bit 5 set on a vendor
+    /// whose bit 5 is VMX (every vendor but the AMD-V ones, AMD and Hygon).
+    /// Only then do IA32_FEATURE_CONTROL and the VMX capability MSRs exist.
+    #[must_use]
+    pub fn reports_vmx(&self) -> bool {
+        !self.vendor.is_amd_v() && self.vmx()
+    }
+
     /// Leaf 1 ECX bit 6.
     #[must_use]
     pub fn smx(&self) -> bool {

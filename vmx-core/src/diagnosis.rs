@@ -335,7 +335,7 @@ pub fn diagnose<O: Observe + ?Sized>(source: &mut O) -> ProcessorReport {
     let readings = Readings::gather(source);
     let identity = readings.identity;
     let brand = identity.and_then(|_| brand_string(|leaf, subleaf| source.cpuid(leaf, subleaf)));
-    let vmx = identity.is_some_and(|i| !i.vendor.is_amd_v() && i.vmx());
+    let vmx = identity.is_some_and(|i| i.reports_vmx());
     let (feature_control, capabilities) = if vmx {
         let feature_control = match readings.feature_control {
             MsrRead::Value(raw) => FeatureControlReading::Read(FeatureControl::from_raw(raw)),

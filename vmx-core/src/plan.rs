@@ -75,7 +75,7 @@ impl Readings {
             cr0: None,
             cr4: None,
         };
-        if identity.is_some_and(|i| !i.vendor.is_amd_v() && i.vmx()) {
+        if identity.is_some_and(|i| i.reports_vmx()) {
             readings.feature_control = source.read_msr(IA32_FEATURE_CONTROL);
             readings.basic = source.read_msr(IA32_VMX_BASIC);
             readings.cr0_fixed = [
